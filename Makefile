@@ -1,0 +1,42 @@
+# One command runs the dashboard (make run), one tests it (make test).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+
+# A local .env (never committed) may set any variable from .env.example.
+ifneq (,$(wildcard .env))
+include .env
+export
+endif
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint format clean-var
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## run: install, migrate, create a login if none, start web + worker + beat (+ simulator in demo mode)
+run: $(VENV)/.runtime
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py run_dashboard
+
+## test: install the test tools and run the whole suite
+test: $(VENV)/.dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,52 @@
+"""Django admin for superusers: search, filters, and the API's own fields read-only."""
+
+from django.contrib import admin
+
+from scans.models import RefreshRun, Scan, StatusChange
+
+
+class StatusChangeInline(admin.TabularInline):
+    model = StatusChange
+    extra = 0
+    can_delete = False
+    readonly_fields = ("from_status", "to_status", "raw_status", "observed_at")
+
+
+@admin.register(Scan)
+class ScanAdmin(admin.ModelAdmin):
+    list_display = ("tracking_id", "label", "status", "submitted_at", "ended_at", "last_checked_at", "archived_at")
+    list_filter = ("status", "data_source", "archived_at")
+    search_fields = ("tracking_id", "label")
+    date_hierarchy = "created_at"
+    inlines = [StatusChangeInline]
+    # Everything the API reports, or the poller keeps, is read-only: only ops' own fields are editable.
+    readonly_fields = (
+        "status",
+        "raw_status",
+        "submitted_at",
+        "started_at",
+        "ended_at",
+        "error_message",
+        "data_source",
+        "object_path",
+        "last_raw_answer",
+        "created_at",
+        "last_checked_at",
+        "last_changed_at",
+        "last_check_error",
+        "check_failures",
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        # The tracking ID is chosen once, when the scan is added.
+        return (*self.readonly_fields, "tracking_id") if obj else self.readonly_fields
+
+
+@admin.register(RefreshRun)
+class RefreshRunAdmin(admin.ModelAdmin):
+    list_display = ("started_at", "outcome", "ids_asked", "ids_answered", "changed", "api_calls", "errors")
+    list_filter = ("outcome",)
+    readonly_fields = [field.name for field in RefreshRun._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -1,0 +1,24 @@
+"""python manage.py refresh_scans [--all]: run one refresh cycle now and say what happened."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from scans.models import RefreshRun
+from scans.services import scans_refresh_due
+
+
+class Command(BaseCommand):
+    help = "Poll Protecto once, now, for every due non-final scan (the same code the Celery beat task runs)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--all", action="store_true", help="poll every non-final scan, whatever its schedule")
+
+    def handle(self, *args, **options) -> None:
+        run = scans_refresh_due(ignore_schedule=options["all"])
+        self.stdout.write(
+            f"checked {run.ids_asked}, answered {run.ids_answered}, changed {run.changed}, "
+            f"failed batches {run.errors}, API calls {run.api_calls}: {run.get_outcome_display()}"
+        )
+        if run.error_text:
+            self.stderr.write(run.error_text)
+        if run.outcome in (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED, RefreshRun.Outcome.PARTIAL):
+            raise CommandError(f"refresh ended: {run.get_outcome_display()}")

@@ -1,0 +1,138 @@
+"""python manage.py seed_demo: fill an empty demo dashboard with scans from the running simulator.
+
+A day of finished scans is pinned in the simulator with past timestamps, a few long-running ones are planned
+to stay busy, and the rest are started through the simulator's Data Scan Async endpoint exactly as a real
+client would start them; they move from PENDING to SUCCESS or FAILED within a minute or two.
+"""
+
+import random
+import uuid
+from datetime import timedelta
+
+import requests
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from scans.models import Scan
+from scans.protecto import ProtectoError
+from scans.services import protecto_client_from_settings, scans_track
+
+# (label, data source, object path) of the demo's recurring scan jobs.
+JOBS = [
+    ("Nightly CRM sweep", "salesforce", ["CustomerDB", "Marketingschema", "Customerstable"]),
+    ("HR share audit", "sharepoint", ["HR", "Contracts"]),
+    ("Warehouse PII check", "snowflake", ["ANALYTICS", "PUBLIC", "ORDERS"]),
+    ("Support tickets", "zendesk", ["Tickets", "Comments"]),
+    ("Data lake landing", "s3", ["landing-zone", "exports", "2026-11"]),
+    ("Billing replica", "postgres", ["billing", "public", "invoices"]),
+]
+FAILURES = [
+    "Connection to data source 'salesforce' timed out after 300s",
+    "Permission denied reading object CustomerDB/Customerstable",
+    "Schema changed during scan: column 'email' no longer exists",
+    "Quota exceeded for tenant: 500000 samples per day",
+]
+FINISHED = 14
+LONG_RUNNING = 3
+LIVE = 23
+
+
+class Command(BaseCommand):
+    help = "Register demo scans with the running Protecto simulator (demo mode only; only when none are tracked)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--force", action="store_true", help="add demo scans even when some are tracked")
+
+    def handle(self, *args, **options) -> None:
+        if not settings.DEMO_MODE:
+            raise CommandError("seed_demo only runs in demo mode (PROTECTO_API_URL unset), never against a tenant")
+        if Scan.objects.exists() and not options["force"]:
+            self.stdout.write("Scans are tracked already; no demo scans added.")
+            return
+        rng = random.Random()
+        specs = _finished_specs(rng) + _long_running_specs(rng)
+        _pin_in_simulator(specs)
+        started = _start_live_scans(rng)
+        for label, _, _ in JOBS:
+            ids = [spec["tracking_id"] for spec in specs if spec["label"] == label]
+            ids += [tracking_id for tracking_id, job_label in started if job_label == label]
+            scans_track(ids=ids, label=label)
+        self.stdout.write(
+            f"Demo: {FINISHED} finished, {LONG_RUNNING} long-running and {len(started)} new scans registered."
+        )
+
+
+def _finished_specs(rng: random.Random) -> list[dict]:
+    now = timezone.now()
+    specs = []
+    for n in range(FINISHED):
+        label, source, objects = JOBS[n % len(JOBS)]
+        submitted = now - timedelta(minutes=rng.randint(30, 23 * 60))
+        started = submitted + timedelta(seconds=rng.randint(5, 600))
+        ended = started + timedelta(seconds=rng.randint(60, 3600))
+        failed = n % 4 == 1
+        specs.append(
+            {
+                "tracking_id": str(uuid.uuid4()),
+                "label": label,
+                "status": "FAILED" if failed else "SUCCESS",
+                "submitted_at": submitted.isoformat(),
+                "started_at": started.isoformat(),
+                "ended_at": ended.isoformat(),
+                "error_msg": rng.choice(FAILURES) if failed else "",
+                "data_source": source,
+                "object_name": objects,
+            }
+        )
+    return specs
+
+
+def _long_running_specs(rng: random.Random) -> list[dict]:
+    specs = []
+    for n in range(LONG_RUNNING):
+        label, source, objects = JOBS[(n + 2) % len(JOBS)]
+        specs.append(
+            {
+                "tracking_id": str(uuid.uuid4()),
+                "label": label,
+                "data_source": source,
+                "object_name": objects,
+                "pending_seconds": rng.randint(20, 60),
+                "running_seconds": rng.randint(2 * 3600, 4 * 3600),
+            }
+        )
+    return specs
+
+
+def _pin_in_simulator(specs: list[dict]) -> None:
+    body = [{key: value for key, value in spec.items() if key != "label"} for spec in specs]
+    try:
+        response = requests.post(
+            f"{settings.PROTECTO_API_URL}/_sim/scans",
+            json=body,
+            headers={"Authorization": f"Bearer {settings.PROTECTO_AUTH_TOKEN}"},
+            timeout=10,
+        )
+    except requests.RequestException as exc:
+        raise CommandError(f"the simulator did not answer at {settings.PROTECTO_API_URL}: {exc}") from None
+    if response.status_code >= 300:
+        raise CommandError(
+            f"the simulator refused the demo scans (HTTP {response.status_code}): {response.text[:200]}"
+        )
+
+
+def _start_live_scans(rng: random.Random) -> list[tuple[str, str]]:
+    started = []
+    with protecto_client_from_settings() as client:
+        for n in range(LIVE):
+            label, source, objects = JOBS[n % len(JOBS)]
+            samples = [{"column_name": "email", "samples": [f"user{rng.randint(1, 999)}@example.com"]}]
+            try:
+                tracking_id = client.submit_scan(
+                    data_source_name=source, object_name=objects, data_samples=samples
+                )
+            except ProtectoError as exc:
+                raise CommandError(f"starting a demo scan failed: {exc}") from None
+            started.append((tracking_id, label))
+    return started

@@ -1,0 +1,153 @@
+"""Scans tracked by ops staff, the transitions observed on each, and the poller's own runs."""
+
+from datetime import timedelta
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+TRACKING_ID_MAX_LENGTH = 128
+# Protecto's IDs are UUIDs (2024) or UUID-plus-digits (2025); the contract only promises this alphabet.
+TRACKING_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+class Scan(models.Model):
+    """One Protecto data scan, known by the tracking ID the Data Scan Async API returned."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        IN_PROGRESS = "IN-PROGRESS", "In progress"
+        SUCCESS = "SUCCESS", "Succeeded"
+        FAILED = "FAILED", "Failed"
+        UNKNOWN = "UNKNOWN", "Unknown"
+
+    TERMINAL = (Status.SUCCESS, Status.FAILED)
+    ACTIVE = (Status.PENDING, Status.IN_PROGRESS, Status.UNKNOWN)
+
+    tracking_id = models.CharField(
+        max_length=TRACKING_ID_MAX_LENGTH,
+        unique=True,
+        validators=[RegexValidator(TRACKING_ID_PATTERN, "Use only letters, digits, '-' and '_'.")],
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
+    raw_status = models.CharField(
+        max_length=64, blank=True, help_text="The status text exactly as the API sent it."
+    )
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    label = models.CharField(max_length=200, blank=True)
+    data_source = models.CharField(max_length=200, blank=True)
+    object_path = models.CharField(max_length=500, blank=True)
+    last_raw_answer = models.JSONField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, help_text="When tracking began.")
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_changed_at = models.DateTimeField(null=True, blank=True)
+    # Null means "never poll again": the scan is final or archived.
+    next_check_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    last_check_error = models.TextField(blank=True)
+    check_failures = models.PositiveIntegerField(default=0)
+    # Set by the refresh that claimed this scan, so only that refresh writes the answer back.
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["status", "-submitted_at"], name="scan_status_submitted"),
+            # varchar_pattern_ops lets PostgreSQL answer "tracking_id LIKE 'abc%'" from an index.
+            models.Index(fields=["tracking_id"], name="scan_tracking_prefix", opclasses=["varchar_pattern_ops"]),
+            models.Index(fields=["-last_changed_at"], name="scan_last_changed"),
+            models.Index(fields=["-created_at"], name="scan_created"),
+            models.Index(fields=["next_check_at"], name="scan_due", condition=Q(next_check_at__isnull=False)),
+            models.Index(fields=["claim_token"], name="scan_claim", condition=~Q(claim_token="")),
+        ]
+
+    def __str__(self) -> str:
+        return self.tracking_id
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def queue_wait(self) -> timedelta | None:
+        """Time between submission and the start of processing."""
+        return _between(self.submitted_at, self.started_at)
+
+    @property
+    def run_time(self) -> timedelta | None:
+        """Time the scan spent processing."""
+        return _between(self.started_at, self.ended_at)
+
+    @property
+    def total_time(self) -> timedelta | None:
+        """Time from submission to the end."""
+        return _between(self.submitted_at, self.ended_at)
+
+    @property
+    def error_summary(self) -> str:
+        """The first line of the error message, for tables."""
+        return self.error_message.strip().splitlines()[0] if self.error_message.strip() else ""
+
+
+def _between(start, end) -> timedelta | None:
+    if start is None or end is None:
+        return None
+    return max(end - start, timedelta(0))
+
+
+class StatusChange(models.Model):
+    """One observed transition of a scan's status: a step of its timeline."""
+
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="changes")
+    from_status = models.CharField(max_length=16, choices=Scan.Status.choices)
+    to_status = models.CharField(max_length=16, choices=Scan.Status.choices)
+    raw_status = models.CharField(max_length=64, blank=True)
+    observed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["observed_at", "pk"]
+        indexes = [
+            models.Index(fields=["scan", "observed_at"], name="change_scan_time"),
+            models.Index(fields=["to_status", "-observed_at"], name="change_status_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scan_id}: {self.from_status} -> {self.to_status}"
+
+
+class RefreshRun(models.Model):
+    """One refresh cycle: the poller's own health record."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        IDLE = "idle", "Nothing due"
+        OK = "ok", "OK"
+        PARTIAL = "partial", "Some batches failed"
+        FAILED = "failed", "API failing"
+        AUTH_REFUSED = "auth_refused", "Token refused"
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ids_asked = models.PositiveIntegerField(default=0)
+    ids_answered = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    api_calls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0, help_text="Batches that failed.")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    error_text = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        indexes = [models.Index(fields=["-started_at"], name="run_started")]
+
+    def __str__(self) -> str:
+        return f"refresh {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        return _between(self.started_at, self.finished_at)

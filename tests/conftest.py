@@ -1,0 +1,60 @@
+"""Shared fixtures: users by role, services (Redis) that skip locally and fail in CI when absent."""
+
+import os
+
+import pytest
+
+pytest_plugins = ["tests.simulator_fixtures"]
+
+
+def require_service(reason: str) -> None:
+    """Skip a test whose service is missing; in CI (CI=true) a missing service is a failure instead."""
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{reason} (CI must provide it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A reachable Redis: REDIS_URL, else this machine's default one."""
+    import redis
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        require_service(f"no Redis at {url}: {exc}")
+    return url
+
+
+@pytest.fixture
+def protecto_settings(settings, simulator):
+    """Point the app's Protecto settings at the test simulator."""
+    settings.PROTECTO_API_URL = simulator.url
+    settings.PROTECTO_AUTH_TOKEN = simulator.config.token
+    settings.PROTECTO_BATCH_SIZE = 10
+    settings.PROTECTO_TIMEOUT_SECONDS = 2.0
+    settings.PROTECTO_MAX_RETRIES = 1
+    settings.PROTECTO_BACKOFF_SECONDS = 0.01
+    settings.REFRESH_INTERVAL_SECONDS = 30
+    return settings
+
+
+@pytest.fixture
+def operator(django_user_model):
+    return django_user_model.objects.create_user(username="olivia", password="pw-operator-1")
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _static_files_without_collectstatic(settings):
+    """Pages render in tests without a collectstatic run (production uses the hashed manifest)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

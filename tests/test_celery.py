@@ -1,0 +1,97 @@
+"""Celery: the beat schedule, the task's safety options, and a real worker process on the real Redis broker."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from django.db import connection
+
+from dashboard.celery import app
+from scans.models import RefreshRun, Scan
+from scans.services import scans_track
+from scans.tasks import refresh_due_scans
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_beat_runs_the_refresh_every_interval(settings):
+    app.loader.import_default_modules()
+    app.finalize()
+    entries = [
+        entry for entry in app.conf.beat_schedule.values() if entry["task"] == "scans.tasks.refresh_due_scans"
+    ]
+
+    assert len(entries) == 1
+    assert float(entries[0]["schedule"]) == settings.REFRESH_INTERVAL_SECONDS
+
+
+def test_the_refresh_task_is_late_acked_and_time_limited():
+    assert refresh_due_scans.acks_late is True
+    assert refresh_due_scans.soft_time_limit and refresh_due_scans.time_limit
+    assert app.conf.task_serializer == "json"
+
+
+def _database_url_for_subprocess() -> str:
+    config = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{config['NAME']}"
+    user = config["USER"] + (f":{config['PASSWORD']}" if config["PASSWORD"] else "")
+    return f"postgres://{user}@{config['HOST'] or 'localhost'}:{config['PORT'] or 5432}/{config['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_process_on_redis_runs_the_refresh_end_to_end(redis_url, simulator, tmp_path):
+    simulator.add_scan("worker-scan", status="FAILED", error_msg="Quota exceeded for tenant")
+    scans_track(ids=["worker-scan"])
+    queue = f"test-refresh-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url_for_subprocess(),
+        "REDIS_URL": redis_url,
+        "PROTECTO_API_URL": simulator.url,
+        "PROTECTO_AUTH_TOKEN": simulator.config.token,
+        "VAR_DIR": str(tmp_path),
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "dashboard",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            queue,
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        Celery("producer", broker=redis_url).send_task("scans.tasks.refresh_due_scans", queue=queue)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not RefreshRun.objects.exclude(outcome="running").exists():
+            assert worker.poll() is None, worker.stdout.read()
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=20)[0]
+
+    run = RefreshRun.objects.get()
+    assert run.outcome == RefreshRun.Outcome.OK, output
+    scan = Scan.objects.get(tracking_id="worker-scan")
+    assert (scan.status, scan.error_message) == ("FAILED", "Quota exceeded for tenant")
+    assert "redis://" in output  # the worker really used the Redis broker

@@ -1,0 +1,64 @@
+"""The first page: login required, and the data the refresh stored, shown safely."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from scans.models import RefreshRun, Scan
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_scan_list_needs_a_login(client):
+    response = client.get(reverse("scans:list"))
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_the_login_page_renders(client):
+    response = client.get(reverse("login"))
+
+    assert response.status_code == 200
+    assert b'name="username"' in response.content
+
+
+def test_the_scan_list_shows_status_durations_and_errors(operator_client):
+    Scan.objects.create(
+        tracking_id="47882682-9f38-4f45-afec-daadaa1b230b",
+        label="nightly CRM",
+        status=Scan.Status.FAILED,
+        submitted_at=datetime(2026, 11, 28, 9, 0, tzinfo=UTC),
+        started_at=datetime(2026, 11, 28, 9, 2, 30, tzinfo=UTC),
+        ended_at=datetime(2026, 11, 28, 9, 10, 35, tzinfo=UTC),
+        error_message="Permission denied reading CustomerDB\nsecond line",
+    )
+    RefreshRun.objects.create(outcome=RefreshRun.Outcome.OK, ids_asked=1)
+
+    page = operator_client.get(reverse("scans:list")).content.decode()
+
+    assert "47882682-9f38-4f45-afec-daadaa1b230b" in page
+    assert "Failed" in page
+    assert "2m 30s" in page  # queue wait
+    assert "8m 05s" in page  # run time
+    assert "Permission denied reading CustomerDB" in page
+    assert "second line" not in page
+    assert "Demo data" in page
+
+
+def test_an_api_error_with_html_is_rendered_escaped(operator_client):
+    Scan.objects.create(tracking_id="x1", status=Scan.Status.FAILED, error_message="<img src=x onerror=alert(1)>")
+
+    page = operator_client.get(reverse("scans:list")).content.decode()
+
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_the_token_never_appears_in_the_page(operator_client, settings):
+    settings.PROTECTO_AUTH_TOKEN = "tok-very-secret-123456"
+
+    page = operator_client.get(reverse("scans:list")).content.decode()
+
+    assert "tok-very-secret-123456" not in page
