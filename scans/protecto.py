@@ -366,7 +366,7 @@ class ProtectoClient:
         self.backoff = max(backoff, 0.0)
         self.max_retry_after = max(max_retry_after, 0.0)
         self.tz = tz
-        self.timeouts = (min(timeout, CONNECT_TIMEOUT_CAP), 10)
+        self.timeouts = (min(timeout, CONNECT_TIMEOUT_CAP), timeout)
         self.requests_made = 0
         self._token = token
         self._own_session = session is None
@@ -429,13 +429,15 @@ class ProtectoClient:
             if refused is not None:
                 yield batch, refused
                 continue
+            outcome: list[ScanReport] | ProtectoError
             try:
-                yield batch, self.fetch_status_batch(batch)
+                outcome = self.fetch_status_batch(batch)
             except ProtectoAuthError as exc:
-                refused = exc
-                yield batch, exc
+                refused = outcome = exc
             except ProtectoError as exc:
-                yield batch, exc
+                outcome = exc
+            # Yield outside the try, so nothing the consumer does while we are suspended is taken for our error.
+            yield batch, outcome
 
     def submit_scan(
         self, *, data_source_name: str, object_name: list[str], data_samples: list[dict] | None = None

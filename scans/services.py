@@ -25,7 +25,10 @@ _ALLOWED = re.compile(r"[A-Za-z0-9_-]")
 # A claimed scan whose refresh died is polled again after this long.
 CLAIM_LEASE = timedelta(minutes=5)
 # Stop claiming new batches after this long, so a cycle ends well inside the task's time limit.
-CYCLE_DEADLINE_SECONDS = 240
+CYCLE_DEADLINE_SECONDS = 200
+# After this many failed batches in a row the API is taken to be down: the rest waits for the next cycle
+# instead of spending minutes on retries that will fail the same way.
+MAX_CONSECUTIVE_BATCH_FAILURES = 3
 REFRESH_RUN_RETENTION = timedelta(days=7)
 # The fields a refresh may write back on a scan whose answer changed.
 _ANSWER_FIELDS = (
@@ -254,6 +257,7 @@ def scans_refresh_due(
     calls_before = client.requests_made
     errors: list[str] = []
     batches_ok = 0
+    failures_in_a_row = 0
     token_refused = False
     deadline = time.monotonic() + CYCLE_DEADLINE_SECONDS
     try:
@@ -279,8 +283,13 @@ def scans_refresh_due(
                 if isinstance(exc, ProtectoAuthError):
                     token_refused = True
                     break  # every other batch would be refused the same way
+                failures_in_a_row += 1
+                if failures_in_a_row >= MAX_CONSECUTIVE_BATCH_FAILURES:
+                    errors.append(f"Stopped this cycle after {failures_in_a_row} failed batches in a row")
+                    break
                 continue
             batches_ok += 1
+            failures_in_a_row = 0
             outcome = _write_batch(token=token, scans=scans, reports=reports, now=now)
             run.ids_answered += outcome.answered
             run.changed += outcome.changed

@@ -123,8 +123,6 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be a number between 0 and 1, not {value!r}")
         if not _is_number(self.trailing_space_rate) or not 0 <= self.trailing_space_rate <= 1:
             raise ValueError(f"trailing_space_rate must be between 0 and 1, not {self.trailing_space_rate!r}")
-        if self.error_rate + self.rate_limit_rate + self.malformed_rate > 1:
-            raise ValueError("error_rate + rate_limit_rate + malformed_rate must not exceed 1")
         for name in ("latency", "hang_seconds", "retry_after"):
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
@@ -625,7 +623,11 @@ class ProtectoSimulator:
         return hmac.compare_digest(presented.strip().encode(), config.token.encode())
 
     def _draw_fault(self, config: SimulatorConfig) -> tuple[str | None, bool]:
-        """(answer fault or None, hang?) for one API call: queued faults first, then the configured rates."""
+        """(answer fault or None, hang?) for one API call: queued faults first, then the configured rates.
+
+        One draw is compared against the 500, 429 and malformed rates in that order, so rates adding up to more
+        than 1 simply leave less room for the later kinds.
+        """
         if self._forced:
             kind = self._forced.popleft()
             return (None, True) if kind == "hang" else (kind, False)

@@ -23,12 +23,14 @@ from tests.simulator_fixtures import fast_config
 
 
 def client_for(simulator: ProtectoSimulator, **options: object) -> ProtectoClient:
+    """A client for the simulator with test-sized timeouts; `options` override them."""
     settings = {"base_url": simulator.url, "token": simulator.config.token, "timeout": 2, "backoff": 0.01}
     settings.update(options)
     return ProtectoClient(**settings)  # type: ignore[arg-type]
 
 
 def free_port() -> int:
+    """A local port that nothing listens on (bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -10,8 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from scans.models import RefreshRun, Scan, StatusChange
-from scans.protecto import ScanReport
-from scans.services import _merge_report, protecto_client_from_settings, scans_refresh_due, scans_track
+from scans.services import protecto_client_from_settings, scans_refresh_due, scans_track
 
 pytestmark = pytest.mark.django_db
 
@@ -145,6 +144,20 @@ def test_one_failed_batch_does_not_stop_the_others(simulator, protecto_settings)
     assert Scan.objects.filter(status="UNKNOWN", check_failures=1).count() == 10
 
 
+def test_a_down_api_stops_the_cycle_after_three_failed_batches(simulator, protecto_settings):
+    ids = [f"scan-{n:02d}" for n in range(60)]
+    track(*ids)
+    simulator.configure(error_rate=1.0)
+
+    run = refresh()
+
+    assert run.outcome == RefreshRun.Outcome.FAILED
+    assert (run.ids_asked, run.errors, run.api_calls) == (30, 3, 6)
+    assert "3 failed batches in a row" in run.error_text
+    # The 30 scans not asked keep their schedule: they are due again at the next cycle, not pushed back.
+    assert Scan.objects.filter(check_failures=0, next_check_at__lte=T0).count() == 30
+
+
 def test_an_id_the_answer_leaves_out_stays_as_it_was(simulator, protecto_settings):
     simulator.configure(accept_unknown_ids=False)
     simulator.add_scan("known", status="PENDING")
@@ -159,35 +172,22 @@ def test_an_id_the_answer_leaves_out_stays_as_it_was(simulator, protecto_setting
     assert Scan.objects.get(tracking_id="known").status == Scan.Status.PENDING
 
 
-def test_a_known_value_is_never_overwritten_with_a_blank():
-    # The simulator never blanks a field it once sent, so the merge rule is checked on an answer built by hand.
-    known = Scan(
-        tracking_id="scan-a",
-        status="IN-PROGRESS",
-        raw_status="IN-PROGRESS",
-        submitted_at=T0,
-        started_at=T0,
-        error_message="",
-        data_source="salesforce",
-        object_path="CRM/T",
+def test_a_known_value_is_never_overwritten_with_a_blank(simulator, protecto_settings):
+    submitted = T0 - timedelta(minutes=3)
+    simulator.add_scan(
+        "scan-a", status="IN-PROGRESS", submitted_at=submitted, started_at=T0 - timedelta(minutes=1)
     )
-    blank = ScanReport(
-        tracking_id="scan-a",
-        status="UNKNOWN",
-        raw_status="",
-        submitted_at=None,
-        started_at=None,
-        ended_at=None,
-        error_message="",
-        data_source="",
-        object_path="",
-        raw={},
-    )
+    track("scan-a")
+    refresh(T0)
+    # The API now answers "-" for the submission time: what we already knew stays.
+    simulator.add_scan("scan-a", status="IN-PROGRESS", submitted_at=None)
+    assert simulator.answer_item("scan-a")["submitted_at"] in ("-", None)
 
-    _merge_report(known, blank)
+    refresh(T0 + timedelta(seconds=30))
 
-    assert (known.status, known.submitted_at, known.started_at) == ("IN-PROGRESS", T0, T0)
-    assert (known.data_source, known.object_path) == ("salesforce", "CRM/T")
+    scan = Scan.objects.get(tracking_id="scan-a")
+    assert scan.submitted_at == submitted
+    assert scan.last_checked_at == T0 + timedelta(seconds=30)
 
 
 def test_an_unknown_status_value_is_kept_raw(simulator, protecto_settings):

@@ -38,10 +38,12 @@ class ManualClock:
 
 
 def auth(simulator: ProtectoSimulator) -> dict[str, str]:
+    """The Authorization header the simulator accepts."""
     return {"Authorization": f"Bearer {simulator.config.token}"}
 
 
 def put(simulator: ProtectoSimulator, path: str, body: object, **kwargs: object) -> requests.Response:
+    """PUT a JSON body to the simulator, with its token unless `headers` says otherwise."""
     kwargs.setdefault("headers", auth(simulator))
     kwargs.setdefault("timeout", 2)
     return requests.put(f"{simulator.url}{path}", json=body, **kwargs)  # type: ignore[arg-type]
@@ -324,6 +326,12 @@ def test_malformed_answers_are_the_docs_missing_comma(simulator):
     assert '] "success"' in response.text
 
 
+def test_rates_adding_up_past_one_are_checked_in_order(simulator):
+    simulator.configure(error_rate=1.0, malformed_rate=1.0)
+
+    assert put(simulator, "/data-scan-status", ["scan-a"]).status_code == 500
+
+
 def test_queued_faults_come_first_and_in_order(simulator):
     simulator.fail_next(1, kind="500")
     simulator.fail_next(1, kind="429")
@@ -527,6 +535,7 @@ def test_the_command_refuses_bad_options_with_a_clear_message(args, message):
 
 
 def _read_line(stream, timeout: float) -> str:
+    """One line from a pipe, or "" if none arrives in time (so a broken command cannot hang the test)."""
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
     reader.start()

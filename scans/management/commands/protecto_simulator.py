@@ -29,6 +29,7 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
+        """One option per SimulatorConfig setting."""
         parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
         parser.add_argument("--port", type=int, default=8765, help="Port to listen on; 0 picks a free one.")
         parser.add_argument("--shape", choices=("2024", "2025"), default="2024", help="Answer shape of the docs.")
@@ -56,6 +57,7 @@ class Command(BaseCommand):
         parser.add_argument("--quiet", action="store_true", help="Do not log one line per request.")
 
     def _token(self, given: str | None) -> str:
+        """--token, else $SIMULATOR_TOKEN, else the dashboard's token in demo mode, else simulator-token."""
         if given is not None:
             return given
         from_env = os.environ.get("SIMULATOR_TOKEN", "").strip()

@@ -33,6 +33,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{options['host']}:{options['port']} is already in use; stop what runs there first"
             )
+        # Ctrl-C and a plain `kill` both stop everything, also when started from a shell that ignores SIGINT.
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
         call_command("ensure_login", stdout=self.stdout)
         python = sys.executable
         manage = [python, str(settings.BASE_DIR / "manage.py")]
@@ -72,6 +75,10 @@ class Command(BaseCommand):
             self.stdout.write("\nStopping...")
         finally:
             _stop_all(children)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _start(command: list[str]) -> subprocess.Popen:

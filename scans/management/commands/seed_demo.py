@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from scans.models import Scan
 from scans.protecto import ProtectoError
-from scans.services import protecto_client_from_settings, scans_track
+from scans.services import protecto_client_from_settings, scans_refresh_due, scans_track
 
 # (label, data source, object path) of the demo's recurring scan jobs.
 JOBS = [
@@ -58,8 +58,11 @@ class Command(BaseCommand):
             ids = [spec["tracking_id"] for spec in specs if spec["label"] == label]
             ids += [tracking_id for tracking_id, job_label in started if job_label == label]
             scans_track(ids=ids, label=label)
+        # A first refresh now, so the dashboard opens with statuses rather than a page of UNKNOWN.
+        run = scans_refresh_due()
         self.stdout.write(
-            f"Demo: {FINISHED} finished, {LONG_RUNNING} long-running and {len(started)} new scans registered."
+            f"Demo: {FINISHED} finished, {LONG_RUNNING} long-running and {len(started)} new scans registered; "
+            f"first refresh: {run.get_outcome_display()}."
         )
 
 
