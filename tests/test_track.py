@@ -66,6 +66,13 @@ def test_track_reads_ids_from_standard_input_with_a_label(monkeypatch):
     )
 
 
+def test_track_dash_reads_standard_input_too(monkeypatch):
+    code, _, _ = run_track("-", "id_4", stdin="id_5 id_6\n", monkeypatch=monkeypatch)
+
+    assert code == 0
+    assert sorted(Scan.objects.values_list("tracking_id", flat=True)) == ["id_4", "id_5", "id_6"]
+
+
 def test_track_reads_ids_from_a_file(tmp_path):
     path = tmp_path / "ids.txt"
     path.write_text(f"{UUID_ID}\n\n{LONG_2025_ID}\n")

@@ -14,7 +14,7 @@ class Command(BaseCommand):
     help = "Start tracking Protecto scans by tracking ID. Invalid IDs are reported; the valid ones are stored."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("ids", nargs="*", metavar="ID", help="tracking IDs")
+        parser.add_argument("ids", nargs="*", metavar="ID", help="tracking IDs; - reads them from standard input")
         parser.add_argument(
             "--file",
             metavar="PATH",
@@ -23,7 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("--label", default="", help="a free-text label for every scan added")
 
     def handle(self, *args, **options) -> None:
-        ids = list(options["ids"])
+        ids = [tracking_id for tracking_id in options["ids"] if tracking_id != "-"]
+        if "-" in options["ids"] and options["file"] != "-":
+            ids.extend(_read_ids("-"))  # `track -` reads standard input, like `--file -`
         if options["file"]:
             ids.extend(_read_ids(options["file"]))
         if not ids:
