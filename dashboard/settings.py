@@ -128,6 +128,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# Sessions are read from the cache first, so a polling page does not cost a session query every time.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -157,6 +159,9 @@ PROTECTO_MAX_RETRIES = env_int("PROTECTO_MAX_RETRIES", 3, minimum=0, maximum=10)
 PROTECTO_BACKOFF_SECONDS = env_float("PROTECTO_BACKOFF_SECONDS", 0.5)
 PROTECTO_TIMEZONE = env_timezone("PROTECTO_TIMEZONE", "UTC")
 REFRESH_INTERVAL_SECONDS = env_int("REFRESH_INTERVAL_SECONDS", 30, minimum=1, maximum=86400)
+# A scan waiting or running longer than this, by the API's own timestamps, counts as stuck.
+STUCK_PENDING_MINUTES = env_int("STUCK_PENDING_MINUTES", 30, minimum=1)
+STUCK_RUNNING_MINUTES = env_int("STUCK_RUNNING_MINUTES", 120, minimum=1)
 
 # --- Celery -----------------------------------------------------------------------------------------------
 # No REDIS_URL: kombu's filesystem transport under var/, enough for one worker with beat on one machine.

@@ -53,10 +53,15 @@ class Scan(models.Model):
     # Set by the refresh that claimed this scan, so only that refresh writes the answer back.
     claim_token = models.CharField(max_length=32, blank=True, editable=False)
     archived_at = models.DateTimeField(null=True, blank=True)
+    # Bumped by every write; its maximum tells a polling page whether anything changed since it last looked.
+    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        permissions = [("operate_scans", "Can add, refresh, label and archive scans")]
         indexes = [
+            models.Index(fields=["updated_at"], name="scan_updated"),
+            models.Index(fields=["data_source"], name="scan_source"),
             models.Index(fields=["status", "-submitted_at"], name="scan_status_submitted"),
             # varchar_pattern_ops lets PostgreSQL answer "tracking_id LIKE 'abc%'" from an index.
             models.Index(fields=["tracking_id"], name="scan_tracking_prefix", opclasses=["varchar_pattern_ops"]),

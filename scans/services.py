@@ -86,7 +86,13 @@ def scans_track(*, ids: Iterable[str], label: str = "", now: datetime | None = N
     # ignore_conflicts: a concurrent registration of the same ID must not fail this whole call.
     Scan.objects.bulk_create(
         [
-            Scan(tracking_id=tracking_id, label=label.strip(), created_at=now, next_check_at=now)
+            Scan(
+                tracking_id=tracking_id,
+                label=label.strip()[:200],
+                created_at=now,
+                next_check_at=now,
+                updated_at=now,
+            )
             for tracking_id in new
         ],
         ignore_conflicts=True,
@@ -189,6 +195,7 @@ def _write_batch(*, token: str, scans: list[Scan], reports: list[ScanReport], no
             )
             scan.last_changed_at = now
         scan.last_checked_at = now
+        scan.updated_at = now
         scan.last_check_error = ""
         scan.check_failures = 0
         scan.claim_token = ""
@@ -209,6 +216,7 @@ def _write_batch(*, token: str, scans: list[Scan], reports: list[ScanReport], no
                 "check_failures",
                 "claim_token",
                 "next_check_at",
+                "updated_at",
             ],
             batch_size=1000,
         )
@@ -219,11 +227,13 @@ def _write_batch(*, token: str, scans: list[Scan], reports: list[ScanReport], no
             check_failures=0,
             claim_token="",
             next_check_at=now + interval,
+            updated_at=now,
         )
         Scan.objects.filter(pk__in=unreported, claim_token=token).update(
             last_check_error="Not reported in Protecto's last answer",
             claim_token="",
             next_check_at=now + interval,
+            updated_at=now,
         )
     outcome.changed = len(changed)
     return outcome
@@ -236,6 +246,7 @@ def _release_failed(*, token: str, error: ProtectoError, now: datetime) -> None:
         last_check_error=str(error)[:1000],
         check_failures=F("check_failures") + 1,
         next_check_at=now + timedelta(seconds=settings.REFRESH_INTERVAL_SECONDS),
+        updated_at=now,
     )
 
 
@@ -311,3 +322,60 @@ def _outcome(run: RefreshRun, *, batches_ok: int, token_refused: bool) -> str:
     if run.errors == 0:
         return RefreshRun.Outcome.OK if batches_ok else RefreshRun.Outcome.IDLE
     return RefreshRun.Outcome.PARTIAL if batches_ok else RefreshRun.Outcome.FAILED
+
+
+def _active(scan_ids: Iterable[int]):
+    return Scan.objects.filter(pk__in=list(scan_ids), archived_at__isnull=True, status__in=Scan.ACTIVE)
+
+
+def scans_refresh_now(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
+    """Make the given non-final, non-archived scans due now and ask a worker to poll them; return how many.
+
+    The poll itself runs in the worker (the same refresh the beat runs), so a slow API never holds a page.
+    """
+    now = now or timezone.now()
+    count = _active(scan_ids).filter(claim_token="").update(next_check_at=now, updated_at=now)
+    if count:
+        scans_request_refresh()
+    return count
+
+
+def scans_request_refresh() -> None:
+    """Ask a worker to run a refresh as soon as the current transaction commits.
+
+    If the broker cannot take the message the scans are still due, so the next beat polls them: log, never fail
+    the request.
+    """
+    transaction.on_commit(_send_refresh_task)
+
+
+def _send_refresh_task() -> None:
+    from scans.tasks import refresh_due_scans
+
+    try:
+        refresh_due_scans.apply_async(retry=False)
+    except Exception:
+        logger.warning("could not queue a refresh; the next scheduled one will poll these scans", exc_info=True)
+
+
+def scans_archive(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
+    """Stop tracking: archived scans leave the default list and are never polled. Return how many changed."""
+    now = now or timezone.now()
+    return Scan.objects.filter(pk__in=list(scan_ids), archived_at__isnull=True).update(
+        archived_at=now, next_check_at=None, claim_token="", updated_at=now
+    )
+
+
+def scans_restore(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
+    """Track archived scans again; the non-final ones are polled at the next refresh. Return how many."""
+    now = now or timezone.now()
+    archived = Scan.objects.filter(pk__in=list(scan_ids), archived_at__isnull=False)
+    restored = archived.filter(status__in=Scan.TERMINAL).update(archived_at=None, updated_at=now)
+    restored += archived.filter(status__in=Scan.ACTIVE).update(archived_at=None, next_check_at=now, updated_at=now)
+    return restored
+
+
+def scans_set_label(*, scan_ids: Iterable[int], label: str, now: datetime | None = None) -> int:
+    """Set (or clear, with "") the label of the given scans. Return how many."""
+    now = now or timezone.now()
+    return Scan.objects.filter(pk__in=list(scan_ids)).update(label=label.strip()[:200], updated_at=now)
