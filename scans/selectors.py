@@ -1,23 +1,325 @@
-"""Reads for the pages: querysets the views render."""
+"""Reads for the pages: the filtered, sorted, counted querysets and the header's figures."""
 
-from django.db.models import Count, QuerySet
+from __future__ import annotations
 
-from scans.models import RefreshRun, Scan
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.conf import settings
+from django.core.paginator import Page, Paginator
+from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Max, Q, QuerySet, Value, When
+from django.db.models.functions import Coalesce
+from django.utils.functional import cached_property
+
+from scans.models import RefreshRun, Scan, StatusChange
+
+STUCK = "STUCK"
+PER_PAGE_CHOICES = (25, 50, 100)
+DEFAULT_PER_PAGE = 50
+HEALTHY_OUTCOMES = (RefreshRun.Outcome.OK, RefreshRun.Outcome.IDLE, RefreshRun.Outcome.PARTIAL)
+# What the status chips count, in display order: (key, label, the status filter value it sets).
+CHIPS = (
+    ("all", "All", ""),
+    ("pending", "Pending", Scan.Status.PENDING),
+    ("in_progress", "In progress", Scan.Status.IN_PROGRESS),
+    ("success", "Succeeded", Scan.Status.SUCCESS),
+    ("failed", "Failed", Scan.Status.FAILED),
+    ("unknown", "Unknown", Scan.Status.UNKNOWN),
+    ("stuck", "Stuck", STUCK),
+)
 
 
-def scan_list_for_dashboard() -> QuerySet[Scan]:
-    """Tracked scans, newest first, without the columns the list never shows."""
-    return Scan.objects.filter(archived_at__isnull=True).defer("last_raw_answer")
+class SecondsBetween(Func):
+    """end - start in seconds, computed by the database itself (no per-row Python function on SQLite)."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def as_sqlite(self, compiler, connection, **extra):
+        template = "((julianday(%(expressions)s)) * 86400.0)"
+        return self.as_sql(compiler, connection, template=template, arg_joiner=") - julianday(", **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = "EXTRACT(EPOCH FROM (%(expressions)s))"
+        return self.as_sql(compiler, connection, template=template, arg_joiner=" - ", **extra)
 
 
-def scan_status_counts() -> dict[str, int]:
-    """How many tracked scans are in each status, every status present."""
-    counts = dict.fromkeys(Scan.Status.values, 0)
-    rows = scan_list_for_dashboard().order_by().values("status").annotate(n=Count("pk"))
-    counts.update({row["status"]: row["n"] for row in rows})
-    return counts
+def run_seconds() -> SecondsBetween:
+    return SecondsBetween(F("ended_at"), F("started_at"))
 
 
-def refresh_run_latest() -> RefreshRun | None:
-    """The most recent refresh cycle, if any."""
+def stuck_q(now: datetime) -> Q:
+    """Scans waiting or running longer than the configured limits, by the API's own timestamps."""
+    pending_since = now - timedelta(minutes=settings.STUCK_PENDING_MINUTES)
+    running_since = now - timedelta(minutes=settings.STUCK_RUNNING_MINUTES)
+    return Q(status=Scan.Status.PENDING, submitted_at__lt=pending_since) | Q(
+        status=Scan.Status.IN_PROGRESS, started_at__lt=running_since
+    )
+
+
+# Sort keys offered in the URL: name -> expression sorted ascending; "-name" sorts descending.
+SORTS = {
+    "submitted": lambda now: Coalesce("submitted_at", "created_at"),
+    "started": lambda now: F("started_at"),
+    "ended": lambda now: F("ended_at"),
+    "run_time": lambda now: run_seconds(),
+    "last_change": lambda now: F("last_changed_at"),
+}
+PROBLEMS_FIRST = "problems"
+DEFAULT_SORT = "-submitted"
+SORT_CHOICES = (
+    ("-submitted", "Newest submitted"),
+    ("submitted", "Oldest submitted"),
+    ("-started", "Recently started"),
+    ("started", "Earliest started"),
+    ("-ended", "Recently ended"),
+    ("ended", "Earliest ended"),
+    ("-run_time", "Longest run time"),
+    ("run_time", "Shortest run time"),
+    ("-last_change", "Recently changed"),
+    ("last_change", "Least recently changed"),
+    (PROBLEMS_FIRST, "Failed & stuck first"),
+)
+
+
+def valid_sort(value: str) -> bool:
+    return value == PROBLEMS_FIRST or value.removeprefix("-") in SORTS
+
+
+@dataclass(frozen=True)
+class ScanFilters:
+    """What the list shows: every field comes from the query string."""
+
+    status: str = ""
+    q: str = ""
+    source: str = ""
+    submitted_from: date | None = None
+    submitted_to: date | None = None
+    sort: str = DEFAULT_SORT
+    archived: bool = False
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def scans_matching(*, filters: ScanFilters) -> QuerySet[Scan]:
+    """Scans matching every filter except the status (the chips count per status over this set)."""
+    qs = Scan.objects.filter(archived_at__isnull=not filters.archived)
+    if filters.q:
+        qs = qs.filter(Q(tracking_id__icontains=filters.q) | Q(label__icontains=filters.q))
+    if filters.source:
+        qs = qs.filter(data_source=filters.source)
+    if filters.submitted_from:
+        qs = qs.filter(submitted_at__gte=_day_start(filters.submitted_from))
+    if filters.submitted_to:
+        qs = qs.filter(submitted_at__lt=_day_start(filters.submitted_to + timedelta(days=1)))
+    return qs
+
+
+def scan_status_counts(qs: QuerySet[Scan], *, now: datetime) -> dict[str, int]:
+    """How many scans of `qs` are in each status, and stuck, in one query."""
+    by_status = {
+        key: Count("pk", filter=Q(status=status)) for key, _, status in CHIPS if status and status != STUCK
+    }
+    return qs.aggregate(all=Count("pk"), stuck=Count("pk", filter=stuck_q(now)), **by_status)
+
+
+def _with_status(qs: QuerySet[Scan], status: str, now: datetime) -> QuerySet[Scan]:
+    if status == STUCK:
+        return qs.filter(stuck_q(now))
+    return qs.filter(status=status) if status else qs
+
+
+def _ordered(qs: QuerySet[Scan], sort: str, now: datetime) -> QuerySet[Scan]:
+    if sort == PROBLEMS_FIRST:
+        rank = Case(
+            When(status=Scan.Status.FAILED, then=Value(0)),
+            When(stuck_q(now), then=Value(1)),
+            default=Value(2),
+            output_field=IntegerField(),
+        )
+        return qs.order_by(rank, Coalesce("submitted_at", "created_at").desc(), "-pk")
+    expression = SORTS[sort.removeprefix("-")](now)
+    if sort.startswith("-"):
+        return qs.order_by(expression.desc(nulls_last=True), "-pk")
+    return qs.order_by(expression.asc(nulls_last=True), "pk")
+
+
+class _CountedPaginator(Paginator):
+    """A paginator told its total, because the status counts already hold it: one COUNT query fewer."""
+
+    def __init__(self, object_list, per_page: int, *, total: int) -> None:
+        super().__init__(object_list, per_page)
+        self._total = total
+
+    @cached_property
+    def count(self) -> int:
+        return self._total
+
+
+@dataclass
+class ScanListPage:
+    page: Page
+    counts: dict[str, int]
+
+
+# Columns the list renders; the raw answer and the poller's bookkeeping stay in the database.
+LIST_COLUMNS = (
+    "tracking_id",
+    "status",
+    "raw_status",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+    "error_message",
+    "label",
+    "data_source",
+    "created_at",
+    "last_checked_at",
+    "last_changed_at",
+    "last_check_error",
+    "archived_at",
+)
+
+
+def scan_list_for_dashboard(*, filters: ScanFilters, now: datetime) -> ScanListPage:
+    """One page of the list and the per-status counts, in two queries."""
+    matching = scans_matching(filters=filters)
+    counts = scan_status_counts(matching, now=now)
+    chip = next((key for key, _, status in CHIPS if status == filters.status), "all")
+    rows = _ordered(_with_status(matching, filters.status, now), filters.sort, now).only(*LIST_COLUMNS)
+    paginator = _CountedPaginator(rows, filters.per_page, total=counts[chip])
+    return ScanListPage(page=paginator.get_page(filters.page), counts=counts)
+
+
+def scans_version() -> str:
+    """A token that changes whenever any scan changes: cheap (one indexed MAX)."""
+    latest = Scan.objects.aggregate(latest=Max("updated_at"))["latest"]
+    return f"{latest.timestamp():.6f}" if latest else "0"
+
+
+def scan_by_tracking_id(tracking_id: str) -> Scan | None:
+    return Scan.objects.filter(tracking_id=tracking_id).first()
+
+
+def data_sources() -> list[str]:
+    """Every data source seen, for the filter's choices."""
+    sources = Scan.objects.exclude(data_source="").order_by("data_source").values_list("data_source", flat=True)
+    return list(sources.distinct())
+
+
+@dataclass
+class HourBar:
+    start: datetime
+    succeeded: int = 0
+    failed: int = 0
+
+
+@dataclass
+class HeaderStats:
+    counts: dict[str, int]
+    finished_24h: int = 0
+    failed_24h: int = 0
+    p50_run_seconds: float | None = None
+    p95_run_seconds: float | None = None
+    hours: list[HourBar] = field(default_factory=list)
+    last_run: RefreshRun | None = None
+    last_success_at: datetime | None = None
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failed_24h / self.finished_24h if self.finished_24h else None
+
+    @property
+    def busiest_hour(self) -> int:
+        return max((bar.succeeded + bar.failed for bar in self.hours), default=0)
+
+    @property
+    def api_failing(self) -> bool:
+        failing = (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED)
+        return bool(self.last_run and self.last_run.outcome in failing)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def dashboard_header_stats(*, now: datetime) -> HeaderStats:
+    """Counts per status, the last 24 h of completions (rate, percentiles, per hour) and the poller's health."""
+    stats = HeaderStats(counts=scan_status_counts(Scan.objects.filter(archived_at__isnull=True), now=now))
+    first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    stats.hours = [HourBar(start=first_hour + timedelta(hours=n)) for n in range(24)]
+    run_times: list[float] = []
+    finished = (
+        Scan.objects.filter(ended_at__gte=first_hour, status__in=Scan.TERMINAL)
+        .annotate(seconds=run_seconds())
+        .values_list("status", "ended_at", "seconds")
+    )
+    for status, ended_at, seconds in finished.iterator(chunk_size=2000):
+        bar = stats.hours[min(23, int((ended_at - first_hour).total_seconds() // 3600))]
+        stats.finished_24h += 1
+        if status == Scan.Status.FAILED:
+            stats.failed_24h += 1
+            bar.failed += 1
+        else:
+            bar.succeeded += 1
+        if seconds is not None:
+            run_times.append(max(seconds, 0.0))
+    run_times.sort()
+    stats.p50_run_seconds = percentile(run_times, 0.50)
+    stats.p95_run_seconds = percentile(run_times, 0.95)
+    stats.last_run = RefreshRun.objects.exclude(outcome=RefreshRun.Outcome.RUNNING).first()
+    last_success = RefreshRun.objects.filter(outcome__in=HEALTHY_OUTCOMES).values_list("finished_at", flat=True)
+    stats.last_success_at = last_success.first()
+    return stats
+
+
+def dashboard_last_run() -> RefreshRun | None:
+    """The most recent refresh cycle, running or finished."""
     return RefreshRun.objects.first()
+
+
+def header_version() -> str:
+    """Changes when a scan changes or a refresh cycle ends."""
+    run = RefreshRun.objects.exclude(outcome=RefreshRun.Outcome.RUNNING).values_list("pk", flat=True).first()
+    return f"{scans_version()}-{run or 0}"
+
+
+@dataclass
+class TimelineStep:
+    status: str
+    label: str
+    entered_at: datetime
+    left_at: datetime | None
+    duration: timedelta | None
+    current: bool
+
+
+def scan_timeline(*, scan: Scan, now: datetime) -> list[TimelineStep]:
+    """The scan's observed statuses in order, with the time spent in each (the current one until now)."""
+    changes = list(StatusChange.objects.filter(scan=scan).order_by("observed_at", "pk"))
+    labels = dict(Scan.Status.choices)
+    steps = []
+    for index, change in enumerate(changes):
+        following = changes[index + 1] if index + 1 < len(changes) else None
+        current = following is None
+        left_at = following.observed_at if following else (None if scan.is_final else now)
+        steps.append(
+            TimelineStep(
+                status=change.to_status,
+                label=labels.get(change.to_status, change.to_status),
+                entered_at=change.observed_at,
+                left_at=left_at if following else None,
+                duration=(left_at - change.observed_at) if left_at else None,
+                current=current,
+            )
+        )
+    return steps

@@ -102,6 +102,20 @@ def scans_track(*, ids: Iterable[str], label: str = "", now: datetime | None = N
     return result
 
 
+def scans_track_entries(*, entries: Iterable[tuple[str, str]], label: str = "") -> TrackResult:
+    """Track (tracking ID, label) pairs, e.g. from a CSV; an entry without a label takes `label`."""
+    by_label: dict[str, list[str]] = {}
+    for tracking_id, entry_label in entries:
+        by_label.setdefault(entry_label.strip() or label, []).append(tracking_id)
+    merged = TrackResult()
+    for group_label, ids in by_label.items():
+        result = scans_track(ids=ids, label=group_label)
+        merged.added += result.added
+        merged.already_tracked += result.already_tracked
+        merged.rejected += result.rejected
+    return merged
+
+
 def protecto_client_from_settings() -> ProtectoClient:
     """A client configured from the PROTECTO_* settings."""
     return ProtectoClient(

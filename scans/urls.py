@@ -1,6 +1,6 @@
 """URL routes of the scans app."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from scans import views
 
@@ -8,5 +8,13 @@ app_name = "scans"
 
 urlpatterns = [
     path("", views.scan_list, name="list"),
+    path("add/", views.scan_add, name="add"),
+    path("bulk/", views.scan_bulk, name="bulk"),
     path("healthz", views.healthz, name="healthz"),
+    path("scans/<str:tracking_id>/", views.scan_detail, name="detail"),
+    re_path(
+        r"^scans/(?P<tracking_id>[^/]+)/(?P<action>refresh|archive|restore|label)/$",
+        views.scan_action,
+        name="action",
+    ),
 ]

@@ -40,14 +40,33 @@ def protecto_settings(settings, simulator):
     return settings
 
 
+def _user_in_group(django_user_model, username: str, group: str):
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user(username=username, password=f"pw-{username}-1")
+    user.groups.add(Group.objects.get(name=group))  # the groups come from the roles migration
+    return user
+
+
 @pytest.fixture
 def operator(django_user_model):
-    return django_user_model.objects.create_user(username="olivia", password="pw-operator-1")
+    return _user_in_group(django_user_model, "olivia", "Operators")
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    return _user_in_group(django_user_model, "victor", "Viewers")
 
 
 @pytest.fixture
 def operator_client(client, operator):
     client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, viewer):
+    client.force_login(viewer)
     return client
 
 

@@ -1,0 +1,162 @@
+// The dashboard's small script: local times, ticking durations, copy buttons, the "/" shortcut,
+// row selection for bulk actions, and when live polling may run. htmx does the rest.
+(function () {
+  "use strict";
+
+  function formatDuration(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    if (seconds < 60) return seconds + "s";
+    var minutes = Math.floor(seconds / 60);
+    seconds = seconds % 60;
+    if (minutes < 60) return minutes + "m " + String(seconds).padStart(2, "0") + "s";
+    var hours = Math.floor(minutes / 60);
+    minutes = minutes % 60;
+    if (hours < 48) return hours + "h " + String(minutes).padStart(2, "0") + "m";
+    return Math.floor(hours / 24) + "d " + (hours % 24) + "h";
+  }
+
+  function formatRelative(date) {
+    var seconds = (Date.now() - date.getTime()) / 1000;
+    var future = seconds < 0;
+    seconds = Math.abs(seconds);
+    var text;
+    if (seconds < 5) return future ? "now" : "just now";
+    if (seconds < 60) text = Math.floor(seconds) + " s";
+    else if (seconds < 3600) text = Math.floor(seconds / 60) + " min";
+    else if (seconds < 86400) text = Math.floor(seconds / 3600) + " h";
+    else text = Math.floor(seconds / 86400) + " d";
+    return future ? "in " + text : text + " ago";
+  }
+
+  var exactFormat = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    timeZoneName: "short",
+  });
+
+  function refreshTimes(root) {
+    (root || document).querySelectorAll("time[data-relative]").forEach(function (el) {
+      var date = new Date(el.getAttribute("datetime"));
+      if (isNaN(date)) return;
+      el.textContent = formatRelative(date);
+      if (!el.title) el.title = exactFormat.format(date);
+    });
+    (root || document).querySelectorAll("time[data-exact]").forEach(function (el) {
+      var date = new Date(el.getAttribute("datetime"));
+      if (isNaN(date) || el.dataset.done) return;
+      el.textContent = exactFormat.format(date);
+      el.title = date.toISOString();
+      el.dataset.done = "1";
+    });
+    (root || document).querySelectorAll("[data-since]").forEach(function (el) {
+      var since = new Date(el.getAttribute("data-since"));
+      if (!isNaN(since)) el.textContent = formatDuration((Date.now() - since.getTime()) / 1000);
+    });
+  }
+
+  function selectedRows() {
+    return document.querySelectorAll("input.row-select:checked");
+  }
+
+  // Polling pauses while the tab is hidden and while rows are selected (a swap would drop the selection).
+  window.scansPollAllowed = function () {
+    return document.visibilityState === "visible" && selectedRows().length === 0;
+  };
+
+  function updateBulkBar() {
+    var bar = document.getElementById("bulk-form");
+    if (!bar) return;
+    var count = selectedRows().length;
+    bar.hidden = count === 0;
+    var counter = bar.querySelector("[data-selected-count]");
+    if (counter) counter.textContent = String(count);
+    var all = document.querySelector("[data-select-all]");
+    if (all) {
+      var rows = document.querySelectorAll("input.row-select");
+      all.checked = rows.length > 0 && count === rows.length;
+      all.indeterminate = count > 0 && count < rows.length;
+    }
+  }
+
+  // Keep the filter form in step with the URL after a chip, a sort link, a page link or the back button.
+  function syncFiltersFromUrl() {
+    var form = document.getElementById("filters");
+    if (!form) return;
+    var params = new URLSearchParams(window.location.search);
+    ["status", "q", "source", "from", "to", "per"].forEach(function (name) {
+      var field = form.elements[name];
+      if (field && document.activeElement !== field) field.value = params.get(name) || "";
+    });
+    if (form.elements.sort) form.elements.sort.value = params.get("sort") || "-submitted";
+    if (form.elements.per && !form.elements.per.value) form.elements.per.value = "50";
+    if (form.elements.archived) form.elements.archived.checked = params.get("archived") === "1";
+  }
+
+  document.addEventListener("click", function (event) {
+    var copy = event.target.closest("button.copy");
+    if (copy) {
+      var text = copy.getAttribute("data-copy");
+      var done = function () {
+        var before = copy.textContent;
+        copy.textContent = "✓";
+        copy.setAttribute("aria-label", "Copied");
+        setTimeout(function () { copy.textContent = before; }, 1200);
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(done);
+      } else {
+        var area = document.createElement("textarea");
+        area.value = text;
+        document.body.appendChild(area);
+        area.select();
+        document.execCommand("copy");
+        area.remove();
+        done();
+      }
+      return;
+    }
+    if (event.target.closest("[data-clear-selection]")) {
+      selectedRows().forEach(function (box) { box.checked = false; });
+      updateBulkBar();
+    }
+  });
+
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("[data-select-all]")) {
+      document.querySelectorAll("input.row-select").forEach(function (box) { box.checked = event.target.checked; });
+    }
+    if (event.target.matches("[data-select-all], input.row-select")) updateBulkBar();
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
+    var target = event.target;
+    if (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName)) return;
+    var search = document.getElementById("q");
+    if (search) {
+      event.preventDefault();
+      search.focus();
+      search.select();
+    }
+  });
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") {
+      document.querySelectorAll("[data-live-poller]").forEach(function (el) { htmx.trigger(el, "scansresume"); });
+    }
+  });
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    refreshTimes(event.target);
+    updateBulkBar();
+  });
+  document.addEventListener("htmx:pushedIntoHistory", syncFiltersFromUrl);
+  document.addEventListener("htmx:historyRestore", function () {
+    syncFiltersFromUrl();
+    refreshTimes();
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    refreshTimes();
+    updateBulkBar();
+    setInterval(refreshTimes, 1000);
+  });
+})();
