@@ -159,6 +159,8 @@ PROTECTO_MAX_RETRIES = env_int("PROTECTO_MAX_RETRIES", 3, minimum=0, maximum=10)
 PROTECTO_BACKOFF_SECONDS = env_float("PROTECTO_BACKOFF_SECONDS", 0.5)
 PROTECTO_TIMEZONE = env_timezone("PROTECTO_TIMEZONE", "UTC")
 REFRESH_INTERVAL_SECONDS = env_int("REFRESH_INTERVAL_SECONDS", 30, minimum=1, maximum=86400)
+# How often an open page asks whether anything changed (it costs one indexed query when nothing did).
+DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1, maximum=3600)
 # A scan waiting or running longer than this, by the API's own timestamps, counts as stuck.
 STUCK_PENDING_MINUTES = env_int("STUCK_PENDING_MINUTES", 30, minimum=1)
 STUCK_RUNNING_MINUTES = env_int("STUCK_RUNNING_MINUTES", 120, minimum=1)

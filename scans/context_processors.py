@@ -5,5 +5,9 @@ from django.http import HttpRequest
 
 
 def dashboard(request: HttpRequest) -> dict:
-    """Tell templates whether the dashboard is showing simulator data."""
-    return {"demo_mode": settings.DEMO_MODE}
+    """Demo mode and how often live parts poll."""
+    return {
+        "demo_mode": settings.DEMO_MODE,
+        "poll_seconds": settings.DASHBOARD_POLL_SECONDS,
+        "header_poll_seconds": max(settings.DASHBOARD_POLL_SECONDS, 15),
+    }

@@ -96,10 +96,13 @@
     if (copy) {
       var text = copy.getAttribute("data-copy");
       var done = function () {
-        var before = copy.textContent;
-        copy.textContent = "✓";
+        var label = copy.getAttribute("aria-label");
+        copy.classList.add("copied");
         copy.setAttribute("aria-label", "Copied");
-        setTimeout(function () { copy.textContent = before; }, 1200);
+        setTimeout(function () {
+          copy.classList.remove("copied");
+          copy.setAttribute("aria-label", label);
+        }, 1200);
       };
       if (navigator.clipboard && window.isSecureContext) {
         navigator.clipboard.writeText(text).then(done);
