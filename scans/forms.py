@@ -48,8 +48,8 @@ def parse_filters(params) -> tuple[ScanFilters, list[str]]:
         per_page = DEFAULT_PER_PAGE
     filters = ScanFilters(
         status=status,
-        q=params.get("q", "").strip()[:200],
-        source=params.get("source", "").strip()[:200],
+        q=_text(params, "q"),
+        source=_text(params, "source"),
         submitted_from=submitted_from,
         submitted_to=submitted_to,
         sort=sort,
@@ -58,6 +58,11 @@ def parse_filters(params) -> tuple[ScanFilters, list[str]]:
         per_page=per_page,
     )
     return filters, problems
+
+
+def _text(params, name: str) -> str:
+    # PostgreSQL refuses NUL in any text parameter; no tracking ID, label or source can contain one.
+    return params.get(name, "").replace("\x00", "").strip()[:200]
 
 
 def _whole(value: str | None, default: int) -> int:
@@ -107,6 +112,8 @@ class AddScansForm(forms.Form):
             text = upload.read().decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ValidationError("The CSV file is not UTF-8 text.") from None
+        if "\x00" in text:  # not text at all (or UTF-16 without a BOM); PostgreSQL would refuse the labels
+            raise ValidationError("The CSV file contains a NUL character: save it as CSV (UTF-8) text.")
         return _csv_rows(text)
 
     def clean(self) -> dict:
@@ -160,7 +167,8 @@ class BulkActionForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
-        tracking_ids = [value.strip() for value in self._tracking_ids if value.strip()]
+        # NUL never occurs in a tracking ID, and PostgreSQL refuses it in a query parameter.
+        tracking_ids = [value.strip() for value in self._tracking_ids if value.strip() and "\x00" not in value]
         if not tracking_ids:
             raise ValidationError("Select at least one scan first.")
         if len(tracking_ids) > 1000:

@@ -181,6 +181,9 @@ class _BatchOutcome:
 def _write_batch(*, token: str, scans: list[Scan], reports: list[ScanReport], now: datetime) -> _BatchOutcome:
     """Write one batch's answers back in a constant number of queries."""
     interval = timedelta(seconds=settings.REFRESH_INTERVAL_SECONDS)
+    # updated_at is the wall-clock time of this write, not the cycle's start: an open page compares the newest
+    # updated_at with what it last saw, and a later batch must never look older than an earlier one.
+    stamp = timezone.now()
     by_id = {report.tracking_id: report for report in reports}
     outcome = _BatchOutcome()
     changed: list[Scan] = []
@@ -209,7 +212,7 @@ def _write_batch(*, token: str, scans: list[Scan], reports: list[ScanReport], no
             )
             scan.last_changed_at = now
         scan.last_checked_at = now
-        scan.updated_at = now
+        scan.updated_at = stamp
         scan.last_check_error = ""
         scan.check_failures = 0
         scan.claim_token = ""
@@ -241,13 +244,13 @@ def _write_batch(*, token: str, scans: list[Scan], reports: list[ScanReport], no
             check_failures=0,
             claim_token="",
             next_check_at=now + interval,
-            updated_at=now,
+            updated_at=stamp,
         )
         Scan.objects.filter(pk__in=unreported, claim_token=token).update(
             last_check_error="Not reported in Protecto's last answer",
             claim_token="",
             next_check_at=now + interval,
-            updated_at=now,
+            updated_at=stamp,
         )
     outcome.changed = len(changed)
     return outcome
@@ -255,12 +258,13 @@ def _write_batch(*, token: str, scans: list[Scan], reports: list[ScanReport], no
 
 def _release_failed(*, token: str, error: ProtectoError, now: datetime) -> None:
     """Give back a batch whose request failed: statuses untouched, next try after one interval."""
+    stamp = timezone.now()
     Scan.objects.filter(claim_token=token).update(
         claim_token="",
         last_check_error=str(error)[:1000],
         check_failures=F("check_failures") + 1,
         next_check_at=now + timedelta(seconds=settings.REFRESH_INTERVAL_SECONDS),
-        updated_at=now,
+        updated_at=stamp,
     )
 
 

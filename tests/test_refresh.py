@@ -103,6 +103,22 @@ def test_scans_are_asked_in_batches_of_the_configured_size(simulator, protecto_s
     assert (run.ids_asked, run.ids_answered, run.api_calls) == (25, 25, 3)
 
 
+def test_each_batch_marks_its_scans_with_the_time_it_wrote_them(simulator, protecto_settings):
+    # An open page sees news by the newest updated_at: a later batch stamped with the cycle's start would be
+    # invisible to a page that polled between two batches.
+    ids = [f"batch-{n:02d}" for n in range(25)]
+    for tracking_id in ids:
+        simulator.add_scan(tracking_id, status="PENDING")
+    track(*ids)
+    before = timezone.now()
+
+    refresh(T0)
+
+    stamps = dict(Scan.objects.values_list("tracking_id", "updated_at"))
+    assert all(stamp >= before for stamp in stamps.values())
+    assert stamps["batch-24"] >= stamps["batch-00"]
+
+
 def test_a_malformed_answer_changes_nothing_and_the_next_cycle_recovers(simulator, protecto_settings):
     simulator.add_scan("scan-a", status="PENDING")
     track("scan-a")

@@ -1,0 +1,349 @@
+"""Server time of the live dashboard on 100,000 scans: the filtered table partial, the full page, and the
+"nothing changed" poll, with the partial's query count.
+
+    .venv/bin/python bench/dashboard_bench.py                     # a fresh SQLite file in a temp dir
+    .venv/bin/python bench/dashboard_bench.py --explain           # also the plan of each query of the partial
+    .venv/bin/python bench/dashboard_bench.py --postgres postgres://postgres@127.0.0.1:5432/postgres
+
+With --postgres the URL is only used to create a throw-away database (dropped at the end); the developer's
+database is never touched. Times are measured in-process with Django's test Client: middleware, view, queries
+and template rendering, no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from datetime import datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCANS = 100_000
+RUNS = 20
+# (status, share of all scans)
+MIX = (("PENDING", 0.05), ("IN-PROGRESS", 0.05), ("SUCCESS", 0.75), ("FAILED", 0.12), ("UNKNOWN", 0.03))
+SOURCES = ("salesforce", "snowflake", "postgres", "s3", "bigquery", "sharepoint", "zendesk", "redshift")
+LABELS = (
+    "Nightly CRM sweep", "HR share audit", "Warehouse PII check", "Support tickets", "Data lake landing",
+    "Billing replica", "Marketing exports", "Payroll EU", "Payroll US", "Vendor contracts", "Legal hold",
+    "Customer 360", "Clickstream daily", "Orders archive", "Finance close", "Claims intake", "Partner feeds",
+    "Risk models", "Sales pipeline", "Loyalty program", "Mobile telemetry", "Call transcripts", "KYC documents",
+    "Ad attribution", "Inventory sync", "Returns portal", "Chat logs", "Survey responses", "Fraud signals",
+    "Backup verify",
+)  # fmt: skip
+FAILURES = (
+    "Connection to data source '{source}' timed out after 300s",
+    "Permission denied reading object {path}",
+    "Schema changed during scan: column 'email' no longer exists",
+    "Quota exceeded for tenant: 500000 samples per day",
+    "Data source '{source}' answered HTTP 503 while listing objects\nRetry-After: 120\nrequest id 7f3a9c",
+    "Sampling failed: column 'phone' is empty in all 1000 sampled rows",
+)
+# A fragment of one label only ("Payroll EU"/"Payroll US" share it), so it finds a few hundred failed scans.
+SEARCH = "yrol"
+TARGETS = {"partial_ms": 100.0, "poll_ms": 10.0, "queries": 6}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres", metavar="ADMIN_URL", help="benchmark on a throw-away PostgreSQL database")
+    parser.add_argument("--explain", action="store_true", help="print the plan of each query of the partial")
+    parser.add_argument("--scans", type=int, default=SCANS)
+    parser.add_argument(
+        "--keep", metavar="DIR", help="use and keep DIR (not a temp dir); a database filled there before is reused"
+    )
+    args = parser.parse_args()
+
+    var_dir = args.keep or tempfile.mkdtemp(prefix="dashboard-bench-")
+    os.environ["VAR_DIR"] = var_dir
+    os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("DEBUG", None)
+    database = None
+    if args.postgres:
+        database = _create_postgres_database(args.postgres)
+        os.environ["DATABASE_URL"] = database[1]
+    sys.path.insert(0, str(ROOT))
+    try:
+        return _run(args)
+    finally:
+        if database:
+            _drop_postgres_database(args.postgres, database[0])
+        if not args.keep:
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def _run(args) -> int:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test.utils import override_settings, setup_test_environment
+
+    setup_test_environment()  # lets the test Client's "testserver" host in
+    warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a temp dir
+    override_settings(
+        STORAGES={
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        }
+    ).enable()
+
+    from scans.models import Scan
+
+    print(f"database: {connection.vendor} {connection.settings_dict['NAME']}")
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    if Scan.objects.exists():
+        print(f"reusing the {Scan.objects.count()} scans already there")
+    else:
+        counts = _fill(args.scans)
+        print(
+            f"filled in {time.perf_counter() - started:.1f} s: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+    results = _measure(explain=args.explain)
+    return 0 if results else 1
+
+
+def _fill(total: int) -> dict[str, int]:
+    """100,000 scans as the poller would have left them, their transitions for a subset, and refresh runs."""
+    from django.utils import timezone
+
+    from scans.models import RefreshRun, Scan, StatusChange
+
+    rng = random.Random(20261128)
+    now = timezone.now()
+    statuses = rng.choices([s for s, _ in MIX], weights=[w for _, w in MIX], k=total)
+    scans = [_scan(rng, now, status) for status in statuses]
+    Scan.objects.bulk_create(scans, batch_size=5000)
+
+    # Transitions for a fifth of the scans: UNKNOWN -> PENDING -> IN-PROGRESS -> final, as the poller saw them.
+    changes = []
+    sample = Scan.objects.order_by("?").values_list("pk", "status", "created_at", "started_at", "ended_at")
+    for pk, status, created, started, ended in sample[: total // 5].iterator():
+        steps = [("UNKNOWN", "PENDING", created)]
+        if started:
+            steps.append(("PENDING", "IN-PROGRESS", started + timedelta(seconds=rng.uniform(1, 30))))
+        if ended:
+            steps.append(("IN-PROGRESS", status, ended + timedelta(seconds=rng.uniform(1, 30))))
+        changes += [StatusChange(scan_id=pk, from_status=a, to_status=b, observed_at=t) for a, b, t in steps]
+    StatusChange.objects.bulk_create(changes, batch_size=5000)
+
+    runs = []
+    for n in range(60):
+        start = now - timedelta(seconds=30 * n + 3)
+        runs.append(
+            RefreshRun(
+                started_at=start,
+                finished_at=start + timedelta(seconds=rng.uniform(0.5, 4)),
+                ids_asked=10_000,
+                ids_answered=10_000,
+                changed=rng.randint(0, 400),
+                api_calls=100,
+                outcome=RefreshRun.Outcome.OK if n % 20 else RefreshRun.Outcome.PARTIAL,
+            )
+        )
+    RefreshRun.objects.bulk_create(runs)
+    by_status = {s: Scan.objects.filter(status=s).count() for s, _ in MIX}
+    finished_24h = Scan.objects.filter(ended_at__gte=now - timedelta(hours=24)).count()
+    return {
+        "scans": Scan.objects.count(),
+        **by_status,
+        "archived": Scan.objects.filter(archived_at__isnull=False).count(),
+        "finished 24 h": finished_24h,
+        "status changes": StatusChange.objects.count(),
+        "refresh runs": RefreshRun.objects.count(),
+    }
+
+
+def _scan(rng: random.Random, now: datetime, status: str):
+    from scans.models import Scan
+
+    tracking_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    if rng.random() < 0.2:  # the 2025 shape: a UUID and a DDMMYYYYHHMMSS stamp
+        tracking_id += now.strftime("%d%m%Y%H%M%S")
+    source = rng.choice(SOURCES)
+    path = "/".join(rng.sample(["CustomerDB", "public", "orders", "HR", "events", "2026", "exports"], 3))
+    started = ended = None
+    if status == "PENDING":
+        # Most waiting scans were submitted minutes ago; a tenth have waited past the stuck limit.
+        submitted = now - timedelta(minutes=rng.uniform(0, 25) if rng.random() < 0.9 else rng.uniform(31, 600))
+    elif status == "IN-PROGRESS":
+        started = now - timedelta(minutes=rng.uniform(0, 100) if rng.random() < 0.9 else rng.uniform(121, 900))
+        submitted = started - timedelta(seconds=rng.uniform(5, 600))
+    else:
+        submitted = now - timedelta(days=rng.uniform(0, 30))
+        if status != "UNKNOWN":
+            started = submitted + timedelta(seconds=rng.lognormvariate(4, 1))
+            ended = min(started + timedelta(seconds=rng.lognormvariate(6, 1.2)), now - timedelta(seconds=1))
+            started = min(started, ended)
+    created = submitted + timedelta(seconds=rng.uniform(1, 20))
+    final = status in ("SUCCESS", "FAILED")
+    checked = min(now, (ended or now) + timedelta(seconds=rng.uniform(0, 30))) if final else now
+    error = ""
+    if status == "FAILED":
+        error = rng.choice(FAILURES).format(source=source, path=path)
+    raw_status = {"UNKNOWN": rng.choice(["QUEUED", "CANCELLED", ""])}.get(status, status)
+    archived = now - timedelta(days=1) if final and rng.random() < 0.02 else None
+    answer = {
+        "tracking_id": tracking_id,
+        "status": raw_status,
+        "submitted_at": submitted.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "process_started_at": started.strftime("%Y-%m-%d %H:%M:%S.%f") if started else "-",
+        "process_ended_at": ended.strftime("%Y-%m-%d %H:%M:%S.%f") if ended else "-",
+        "error_msg": error or "-",
+    }
+    return Scan(
+        tracking_id=tracking_id,
+        status=status,
+        raw_status=raw_status,
+        submitted_at=submitted,
+        started_at=started,
+        ended_at=ended,
+        error_message=error,
+        label=rng.choice(LABELS) if rng.random() < 0.9 else "",
+        data_source=source,
+        object_path=path,
+        last_raw_answer=answer,
+        created_at=created,
+        last_checked_at=checked,
+        last_changed_at=ended or started or created,
+        next_check_at=None if final or archived else now + timedelta(seconds=rng.uniform(0, 30)),
+        archived_at=archived,
+        updated_at=checked,
+    )
+
+
+def _measure(*, explain: bool) -> bool:
+    from django.contrib.auth.models import Group, User
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from scans import selectors
+    from scans.models import Scan
+
+    operator, _ = User.objects.get_or_create(username="bench-operator")
+    operator.groups.add(Group.objects.get(name="Operators"))
+    client = Client()
+    client.force_login(operator)
+    htmx = {"HTTP_HX_REQUEST": "true"}
+
+    filtered = f"/?status=FAILED&q={SEARCH}&sort=-run_time&per=50"
+    matches = (
+        selectors.scans_matching(filters=selectors.ScanFilters(q=SEARCH)).filter(status=Scan.Status.FAILED).count()
+    )
+    version = selectors.scans_version()
+    cases = [
+        ("(a) filtered partial (htmx)", filtered, htmx, 200),
+        ("(b) filtered full page", filtered, {}, 200),
+        ("(c) poll, nothing changed", f"/?status=FAILED&q={SEARCH}&sort=-run_time&per=50&v={version}", htmx, 204),
+        ("    default partial (htmx)", "/", htmx, 200),
+        ("    problems first, per=100", "/?sort=problems&per=100", htmx, 200),
+        ("    stuck chip", "/?status=STUCK", htmx, 200),
+        ("    full page, no filters", "/", {}, 200),
+        ("    header part", "/?part=header", htmx, 200),
+    ]
+    print(f"\nfailed scans matching q={SEARCH!r}: {matches}; {RUNS} runs each after one warm-up request\n")
+    header = (
+        f"{'request':<32} {'status':>6} {'median ms':>10} {'p95 ms':>8} {'min ms':>8} {'queries':>8} {'db ms':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    figures = {}
+    for name, url, headers, expected in cases:
+        response = client.get(url, **headers)  # warm-up: session cached, templates compiled
+        assert response.status_code == expected, (url, response.status_code)
+        times = []
+        for _ in range(RUNS):
+            start = time.perf_counter()
+            response = client.get(url, **headers)
+            times.append((time.perf_counter() - start) * 1000)
+            assert response.status_code == expected
+        with CaptureQueriesContext(connection) as queries:
+            client.get(url, **headers)
+        times.sort()
+        db_ms = sum(float(q["time"]) for q in queries.captured_queries) * 1000
+        median, p95 = statistics.median(times), selectors.percentile(times, 0.95)
+        figures[name] = (median, p95, len(queries))
+        row = f"{name:<32} {expected:>6} {median:>10.1f} {p95:>8.1f} {times[0]:>8.1f} {len(queries):>8}"
+        print(f"{row} {db_ms:>7.1f}")
+
+    print("\n(d) queries of the filtered partial")
+    query_counts = {}
+    for per in (25, 100):
+        url = f"/?status=FAILED&q={SEARCH}&sort=-run_time&per={per}"
+        client.get(url, **htmx)
+        with CaptureQueriesContext(connection) as queries:
+            client.get(url, **htmx)
+        query_counts[per] = len(queries)
+        print(f"  per={per}: {len(queries)} queries")
+        for query in queries.captured_queries:
+            print(f"    {float(query['time']) * 1000:7.1f} ms  {_short(query['sql'])}")
+            if explain and per == 25:
+                for line in _plan(connection, query["sql"]):
+                    print(f"               {line}")
+
+    partial = figures["(a) filtered partial (htmx)"][0]
+    poll = figures["(c) poll, nothing changed"][0]
+    checks = [
+        (f"partial median < {TARGETS['partial_ms']:.0f} ms", partial < TARGETS["partial_ms"], f"{partial:.1f} ms"),
+        (f"poll median < {TARGETS['poll_ms']:.0f} ms", poll < TARGETS["poll_ms"], f"{poll:.1f} ms"),
+        (
+            f"partial <= {TARGETS['queries']} queries (per=25 and per=100)",
+            max(query_counts.values()) <= TARGETS["queries"],
+            f"{query_counts[25]} / {query_counts[100]}",
+        ),
+    ]
+    print("\ntargets")
+    for text, ok, value in checks:
+        print(f"  {'PASS' if ok else 'MISS'}  {text:<44} {value}")
+    return all(ok for _, ok, _ in checks)
+
+
+def _short(sql: str, width: int = 150) -> str:
+    return sql if len(sql) <= width else sql[: width - 20] + " ... " + sql[-15:]
+
+
+def _plan(connection, sql: str) -> list[str]:
+    """The database's plan for an already-interpolated query (captured SQL has its parameters inlined)."""
+    prefix = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN (ANALYZE, BUFFERS) "
+    with connection.cursor() as cursor:
+        cursor.execute(prefix + sql)
+        rows = cursor.fetchall()
+    return [" | ".join(str(cell) for cell in row[-1:]) for row in rows]
+
+
+def _create_postgres_database(admin_url: str) -> tuple[str, str]:
+    import psycopg
+
+    name = f"dashboard_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0]
+    return name, f"{base}/{name}"
+
+
+def _drop_postgres_database(admin_url: str, name: str) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())
