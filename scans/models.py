@@ -64,6 +64,12 @@ class Scan(models.Model):
             models.Index(fields=["updated_at"], name="scan_updated"),
             models.Index(fields=["data_source"], name="scan_source"),
             models.Index(fields=["status", "-submitted_at"], name="scan_status_submitted"),
+            # Covers the header's counts per status and its stuck count without reading the table.
+            models.Index(
+                fields=["status", "submitted_at", "started_at"],
+                name="scan_tracked_status",
+                condition=Q(archived_at__isnull=True),
+            ),
             # varchar_pattern_ops lets PostgreSQL answer "tracking_id LIKE 'abc%'" from an index.
             models.Index(fields=["tracking_id"], name="scan_tracking_prefix", opclasses=["varchar_pattern_ops"]),
             models.Index(fields=["-last_changed_at"], name="scan_last_changed"),

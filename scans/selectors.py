@@ -130,6 +130,19 @@ def scan_status_counts(qs: QuerySet[Scan], *, now: datetime) -> dict[str, int]:
     return qs.aggregate(all=Count("pk"), stuck=Count("pk", filter=stuck_q(now)), **by_status)
 
 
+def tracked_status_counts(*, now: datetime) -> dict[str, int]:
+    """The header's counts over every tracked scan: a GROUP BY and a stuck count, both from one index.
+
+    Same keys as scan_status_counts; faster on the whole table than its one-pass FILTER aggregate.
+    """
+    tracked = Scan.objects.filter(archived_at__isnull=True).order_by()
+    by_status = dict(tracked.values_list("status").annotate(n=Count("pk")))
+    counts = {key: by_status.get(status, 0) for key, _, status in CHIPS if status and status != STUCK}
+    counts["all"] = sum(by_status.values())
+    counts["stuck"] = tracked.filter(stuck_q(now)).count()
+    return counts
+
+
 def _with_status(qs: QuerySet[Scan], status: str, now: datetime) -> QuerySet[Scan]:
     if status == STUCK:
         return qs.filter(stuck_q(now))
@@ -260,7 +273,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 
 def dashboard_header_stats(*, now: datetime) -> HeaderStats:
     """Counts per status, the last 24 h of completions (rate, percentiles, per hour) and the poller's health."""
-    stats = HeaderStats(counts=scan_status_counts(Scan.objects.filter(archived_at__isnull=True), now=now))
+    stats = HeaderStats(counts=tracked_status_counts(now=now))
     first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
     stats.hours = [HourBar(start=first_hour + timedelta(hours=n)) for n in range(24)]
     run_times: list[float] = []
