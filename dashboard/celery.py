@@ -22,3 +22,10 @@ def _schedule_refresh(sender: Celery, **kwargs) -> None:
         # A beat tick that waited longer than one interval is stale: the next tick does the same work.
         expires=float(settings.REFRESH_INTERVAL_SECONDS),
     )
+    # Alerts waiting for a mail server that was down are retried by this tick too.
+    sender.add_periodic_task(
+        float(settings.REFRESH_INTERVAL_SECONDS),
+        sender.signature("scans.tasks.send_alerts"),
+        name="send alerts",
+        expires=float(settings.REFRESH_INTERVAL_SECONDS),
+    )

@@ -165,6 +165,21 @@ DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1, maximum
 STUCK_PENDING_MINUTES = env_int("STUCK_PENDING_MINUTES", 30, minimum=1)
 STUCK_RUNNING_MINUTES = env_int("STUCK_RUNNING_MINUTES", 120, minimum=1)
 
+# --- Alerts and mail ----------------------------------------------------------------------------------------
+ALERT_EMAILS = env_list("ALERT_EMAILS")
+ALERT_API_DOWN_AFTER = env_int("ALERT_API_DOWN_AFTER", 3, minimum=1, maximum=100)
+ALERT_DIGEST_THRESHOLD = env_int("ALERT_DIGEST_THRESHOLD", 10, minimum=1)
+SITE_URL = env_url("SITE_URL", "http://127.0.0.1:8000")
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT_SECONDS", 20, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "scan-alerts@localhost")
+# No mail server configured (the demo): alerts are printed by the console backend instead of mailed.
+EMAIL_BACKEND = f"django.core.mail.backends.{'smtp' if EMAIL_HOST else 'console'}.EmailBackend"
+
 # --- Celery -----------------------------------------------------------------------------------------------
 # No REDIS_URL: kombu's filesystem transport under var/, enough for one worker with beat on one machine.
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss"))

@@ -10,7 +10,7 @@ from datetime import date
 from django import forms
 from django.core.exceptions import ValidationError
 
-from scans.models import Scan
+from scans.models import Alert, Scan
 from scans.selectors import (
     DEFAULT_PER_PAGE,
     DEFAULT_SORT,
@@ -175,3 +175,43 @@ class BulkActionForm(forms.Form):
             raise ValidationError("At most 1000 scans at once.")
         data["tracking_ids"] = tracking_ids
         return data
+
+
+class SubscriptionForm(forms.Form):
+    email = forms.EmailField(required=False, help_text="Blank: your account's email address.")
+    kinds = forms.MultipleChoiceField(
+        choices=Alert.Kind.choices, required=False, widget=forms.CheckboxSelectMultiple, label="Send me"
+    )
+
+
+class MuteForm(forms.Form):
+    tracking_id = forms.CharField(required=False, max_length=128, label="Scan tracking ID")
+    label = forms.CharField(required=False, max_length=200)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        tracking_id, label = data.get("tracking_id", "").strip(), data.get("label", "").strip()
+        if bool(tracking_id) == bool(label):
+            raise ValidationError("Give either a tracking ID or a label to mute.")
+        if tracking_id:
+            data["scan"] = Scan.objects.filter(tracking_id=tracking_id.replace("\x00", "")).first()
+            if data["scan"] is None:
+                raise ValidationError(f"No tracked scan has the ID {tracking_id[:60]!r}.")
+        return data
+
+
+class SnoozeForm(forms.Form):
+    until = forms.DateTimeField(
+        label="Until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+    )
+    reason = forms.CharField(required=False, max_length=200)
+
+    def __init__(self, *args, now=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.now = now
+
+    def clean_until(self):
+        until = self.cleaned_data["until"]
+        if self.now and until <= self.now:
+            raise ValidationError("The end of the snooze must be in the future.")
+        return until

@@ -167,3 +167,113 @@ class RefreshRun(models.Model):
     @property
     def duration(self) -> timedelta | None:
         return _between(self.started_at, self.finished_at)
+
+
+class Alert(models.Model):
+    """One alert, written before any send (an outbox row); the send records its outcome on it."""
+
+    class Kind(models.TextChoices):
+        FAILED = "failed", "Scan failed"
+        STUCK = "stuck", "Scan stuck"
+        STUCK_RESOLVED = "stuck_resolved", "Stuck scan finished"
+        API_AUTH = "api_auth", "API refused the token"
+        API_DOWN = "api_down", "API down"
+        API_RECOVERED = "api_recovered", "API recovered"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting to send"
+        SENT = "sent", "Sent"
+        IN_DIGEST = "in_digest", "Sent in a digest"
+        SUPPRESSED = "suppressed", "Suppressed"
+        NO_RECIPIENTS = "no_recipients", "No recipients"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    scan = models.ForeignKey(Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    # One alert per scan and kind (or per API outage): the unique key makes a second detection a no-op.
+    key = models.CharField(max_length=200, unique=True)
+    is_digest = models.BooleanField(default=False)
+    digest = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="members",
+        limit_choices_to={"is_digest": True},
+    )
+    recipients = models.JSONField(default=list)
+    subject = models.CharField(max_length=250)
+    body_text = models.TextField()
+    body_html = models.TextField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    suppressed_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    # Set by the sender that claimed this alert, so two senders never mail it both.
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="alert_due", condition=Q(state="pending")),
+            models.Index(fields=["kind", "-created_at"], name="alert_kind_created"),
+            models.Index(fields=["state", "-created_at"], name="alert_state_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject
+
+
+class AlertSubscription(models.Model):
+    """Which kinds of alert a user wants, and where."""
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="alert_subscription")
+    email = models.EmailField(blank=True, help_text="Blank: the user's own email address.")
+    kinds = models.JSONField(default=list, help_text="Alert kinds to receive.")
+
+    def __str__(self) -> str:
+        return f"{self.user} <{self.address}>"
+
+    @property
+    def address(self) -> str:
+        return self.email or self.user.email
+
+
+class AlertMute(models.Model):
+    """No alerts about one scan, or about every scan with a label."""
+
+    scan = models.ForeignKey(Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="mutes")
+    label = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(scan__isnull=False) & Q(label="")) | (Q(scan__isnull=True) & ~Q(label="")),
+                name="mute_scan_xor_label",
+            ),
+            models.UniqueConstraint(fields=["scan"], condition=Q(scan__isnull=False), name="mute_one_per_scan"),
+            models.UniqueConstraint(fields=["label"], condition=~Q(label=""), name="mute_one_per_label"),
+        ]
+
+    def __str__(self) -> str:
+        return f"mute {self.scan or repr(self.label)}"
+
+
+class AlertSnooze(models.Model):
+    """A maintenance window: no alert is sent before `until`."""
+
+    until = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-until"]
+
+    def __str__(self) -> str:
+        return f"snooze until {self.until:%Y-%m-%d %H:%M}"

@@ -12,7 +12,7 @@ from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Max
 from django.db.models.functions import Coalesce
 from django.utils.functional import cached_property
 
-from scans.models import RefreshRun, Scan, StatusChange
+from scans.models import Alert, RefreshRun, Scan, StatusChange
 
 STUCK = "STUCK"
 PER_PAGE_CHOICES = (25, 50, 100)
@@ -343,3 +343,25 @@ def scan_timeline(*, scan: Scan, now: datetime) -> list[TimelineStep]:
             )
         )
     return steps
+
+
+ALERTS_PER_PAGE = 50
+
+
+def alert_page(*, kind: str = "", state: str = "", q: str = "", page: str | None = None) -> Page:
+    """One page of the outbox, newest first; `state="failing"` means waiting after a failed send."""
+    alerts = Alert.objects.select_related("scan").defer("body_text", "body_html")
+    if kind in Alert.Kind.values:
+        alerts = alerts.filter(kind=kind)
+    if state == "failing":
+        alerts = alerts.filter(state=Alert.State.PENDING).exclude(last_error="")
+    elif state in Alert.State.values:
+        alerts = alerts.filter(state=state)
+    if q:
+        alerts = alerts.filter(Q(scan__tracking_id__icontains=q) | Q(scan__label__icontains=q))
+    return Paginator(alerts, ALERTS_PER_PAGE).get_page(page)
+
+
+def alerts_for_scan(*, scan: Scan) -> list[Alert]:
+    """The scan's alert history, newest first."""
+    return list(Alert.objects.filter(scan=scan).defer("body_text", "body_html").select_related("digest"))

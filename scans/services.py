@@ -367,13 +367,22 @@ def scans_request_refresh() -> None:
     transaction.on_commit(_send_refresh_task)
 
 
+def request_alert_send() -> None:
+    """Ask a worker to send due alerts once the current transaction commits (never fails the request)."""
+    transaction.on_commit(lambda: _send_task("send_alerts"))
+
+
 def _send_refresh_task() -> None:
-    from scans.tasks import refresh_due_scans
+    _send_task("refresh_due_scans")
+
+
+def _send_task(name: str) -> None:
+    from scans import tasks
 
     try:
-        refresh_due_scans.apply_async(retry=False)
+        getattr(tasks, name).apply_async(retry=False)
     except Exception:
-        logger.warning("could not queue a refresh; the next scheduled one will poll these scans", exc_info=True)
+        logger.warning("could not queue %s; the next scheduled run will do it", name, exc_info=True)
 
 
 def scans_archive(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from scans.alerts import alerts_run
 from scans.services import scans_refresh_due
 
 
@@ -9,4 +10,13 @@ from scans.services import scans_refresh_due
 def refresh_due_scans() -> dict:
     """Poll every due, non-final scan once; safe to run twice at once (scans are claimed)."""
     run = scans_refresh_due()
+    # What the cycle found (a failure, an outage) is alerted now rather than at the next beat tick.
+    send_alerts.delay()
     return {"run": run.pk, "outcome": run.outcome, "asked": run.ids_asked, "changed": run.changed}
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150, ignore_result=True)
+def send_alerts() -> dict:
+    """Write new alerts to the outbox and mail the due ones; safe to run twice at once (alerts are claimed)."""
+    detected, sent = alerts_run()
+    return {"created": detected.created, "sent": len(sent.sent), "failed": len(sent.failed)}

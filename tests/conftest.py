@@ -83,3 +83,44 @@ def _static_files_without_collectstatic(settings):
 def _fast_password_hashing(settings):
     """The role fixtures hash a password per test; the production hasher's 1M rounds cost ~0.4 s each time."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+class _Inbox:
+    """Messages a real SMTP server received, and a switch to refuse mail (the server 'down')."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.refuse = False
+
+    async def handle_DATA(self, server, session, envelope):
+        from email import message_from_bytes, policy
+
+        if self.refuse:
+            return "421 Service not available, closing transmission channel"
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        self.messages[-1].envelope_to = list(envelope.rcpt_tos)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """A real SMTP server (aiosmtpd) on a free local port, with Django's mail pointed at it."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = port
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_TIMEOUT = 5
+    inbox.controller = controller
+    inbox.port = port
+    yield inbox
+    controller.stop()

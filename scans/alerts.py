@@ -1,0 +1,288 @@
+"""Alerts: detect what ops must hear about, write it to the outbox, and send the outbox.
+
+Every alert is a database row before anything is mailed. A unique key per scan and kind (or per API outage)
+makes detection idempotent; senders claim rows with a conditional update, so two workers never mail one alert.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import get_connection
+from django.db.models import F
+from django.utils import timezone
+
+from scans.emails import alerts_url, message_for, render_email, scan_url
+from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, RefreshRun, Scan
+from scans.selectors import stuck_q
+
+logger = logging.getLogger(__name__)
+
+# A claimed alert whose sender died is tried again after this long.
+SEND_LEASE = timedelta(minutes=10)
+FIRST_RETRY_SECONDS = 30
+MAX_RETRY_SECONDS = 30 * 60
+# A failure older than this when first seen (e.g. an old ID just registered) is not news.
+FAILED_NEWS_WINDOW = timedelta(hours=24)
+MAX_PER_KIND_PER_CYCLE = 5000
+SCAN_KINDS = (Alert.Kind.FAILED, Alert.Kind.STUCK, Alert.Kind.STUCK_RESOLVED)
+API_KINDS = (Alert.Kind.API_AUTH, Alert.Kind.API_DOWN, Alert.Kind.API_RECOVERED)
+UNHEALTHY = (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED)
+
+
+@dataclass
+class DetectResult:
+    created: dict[str, int] = field(default_factory=dict)
+    suppressed: int = 0
+    digests: int = 0
+
+
+@dataclass
+class SendResult:
+    sent: list[Alert] = field(default_factory=list)
+    failed: list[tuple[Alert, str]] = field(default_factory=list)
+
+
+def alert_recipients(*, kind: str) -> list[str]:
+    """ALERT_EMAILS plus every user subscribed to this kind, each address once."""
+    addresses = dict.fromkeys(address.lower() for address in settings.ALERT_EMAILS)
+    for subscription in AlertSubscription.objects.select_related("user").filter(user__is_active=True):
+        if kind in subscription.kinds and subscription.address:
+            addresses.setdefault(subscription.address.lower(), None)
+    return list(addresses)
+
+
+def active_snooze(*, now: datetime) -> AlertSnooze | None:
+    return AlertSnooze.objects.filter(until__gt=now, ended_at__isnull=True).order_by("-until").first()
+
+
+class _Suppression:
+    """Why an alert must not be sent: a snooze, a muted scan or a muted label (loaded once per cycle)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.snooze = active_snooze(now=now)
+        self.scan_ids = set(AlertMute.objects.filter(scan__isnull=False).values_list("scan_id", flat=True))
+        self.labels = set(AlertMute.objects.exclude(label="").values_list("label", flat=True))
+
+    def reason(self, scan: Scan | None) -> str:
+        if self.snooze:
+            return f"snoozed until {self.snooze.until:%Y-%m-%d %H:%M} UTC"
+        if scan is not None and scan.pk in self.scan_ids:
+            return "scan muted"
+        if scan is not None and scan.label and scan.label in self.labels:
+            return f"label '{scan.label}' muted"
+        return ""
+
+
+def _scan_context(scan: Scan, now: datetime) -> dict:
+    return {"scan": scan, "scan_url": scan_url(scan), "now": now, "name": scan.label or scan.tracking_id}
+
+
+def _candidates(kind: str, now: datetime):
+    tracked = Scan.objects.filter(archived_at__isnull=True)
+    if kind == Alert.Kind.FAILED:
+        scans = tracked.filter(status=Scan.Status.FAILED, last_changed_at__gte=now - FAILED_NEWS_WINDOW)
+    elif kind == Alert.Kind.STUCK:
+        scans = tracked.filter(stuck_q(now))
+    else:  # resolved: a scan we said was stuck has finished
+        scans = Scan.objects.filter(status__in=Scan.TERMINAL, alerts__kind=Alert.Kind.STUCK)
+    return scans.exclude(alerts__kind=kind).distinct().order_by("pk")[:MAX_PER_KIND_PER_CYCLE]
+
+
+def _new_alert(
+    *, kind: str, key: str, scan: Scan | None, context: dict, recipients: list[str], reason: str
+) -> Alert:
+    subject, text, html = render_email(kind, context)
+    if reason:
+        state = Alert.State.SUPPRESSED
+    elif not recipients:
+        state, reason = Alert.State.NO_RECIPIENTS, "no recipients: set ALERT_EMAILS or subscribe a user"
+    else:
+        state = Alert.State.PENDING
+    return Alert(
+        kind=kind, key=key, scan=scan, recipients=recipients, subject=subject, body_text=text, body_html=html,
+        state=state, suppressed_reason=reason[:200],
+    )  # fmt: skip
+
+
+def _store(alerts: list[Alert], *, kind: str, now: datetime, result: DetectResult) -> None:
+    """Write the new alerts; more than ALERT_DIGEST_THRESHOLD to send becomes one digest instead of a flood."""
+    to_send = [alert for alert in alerts if alert.state == Alert.State.PENDING]
+    if len(to_send) > settings.ALERT_DIGEST_THRESHOLD:
+        recipients = to_send[0].recipients
+        subject, text, html = render_email(
+            "digest",
+            {"kind": kind, "kind_label": Alert.Kind(kind).label, "alerts": to_send, "count": len(to_send),
+             "alerts_url": alerts_url(), "now": now},
+        )  # fmt: skip
+        digest = Alert.objects.create(
+            kind=kind, key=f"digest:{kind}:{uuid.uuid4().hex}", is_digest=True, recipients=recipients,
+            subject=subject, body_text=text, body_html=html, created_at=now,
+        )  # fmt: skip
+        for alert in to_send:
+            alert.state, alert.digest = Alert.State.IN_DIGEST, digest
+        result.digests += 1
+    for alert in alerts:
+        alert.created_at = now
+    # ignore_conflicts: a concurrent detection that wrote the same key first wins, and nothing is doubled.
+    Alert.objects.bulk_create(alerts, ignore_conflicts=True, batch_size=500)
+    result.created[kind] = result.created.get(kind, 0) + len(alerts)
+    result.suppressed += sum(alert.state == Alert.State.SUPPRESSED for alert in alerts)
+
+
+def _detect_scan_alerts(now: datetime, suppression: _Suppression, result: DetectResult) -> None:
+    for kind in SCAN_KINDS:
+        recipients = alert_recipients(kind=kind)
+        alerts = [
+            _new_alert(
+                kind=kind,
+                key=f"{kind}:{scan.pk}",
+                scan=scan,
+                context=_scan_context(scan, now),
+                recipients=recipients,
+                reason=suppression.reason(scan),
+            )
+            for scan in _candidates(kind, now)
+        ]
+        if alerts:
+            _store(alerts, kind=kind, now=now, result=result)
+
+
+def _detect_api_alerts(now: datetime, suppression: _Suppression, result: DetectResult) -> None:
+    """Token refused: alert at once. Other failures: after ALERT_API_DOWN_AFTER cycles in a row. Then recovery."""
+    runs = list(
+        RefreshRun.objects.exclude(outcome__in=[RefreshRun.Outcome.RUNNING, RefreshRun.Outcome.IDLE])[:200]
+    )
+    if not runs:
+        return
+    outage = []
+    for run in runs:  # newest first: the failing cycles of the current outage
+        if run.outcome not in UNHEALTHY:
+            break
+        outage.append(run)
+    alerts = []
+    if outage:
+        first = outage[-1]
+        context = {"runs": outage, "failed_cycles": len(outage), "latest": outage[0], "since": first.started_at,
+                   "alerts_url": alerts_url(), "now": now}  # fmt: skip
+        if any(run.outcome == RefreshRun.Outcome.AUTH_REFUSED for run in outage):
+            kind = Alert.Kind.API_AUTH
+        elif len(outage) >= settings.ALERT_API_DOWN_AFTER:
+            kind = Alert.Kind.API_DOWN
+        else:
+            return
+        if not Alert.objects.filter(key=f"{kind}:{first.pk}").exists():
+            alerts.append(_api_alert(kind, f"{kind}:{first.pk}", context, suppression))
+    else:
+        last_outage = Alert.objects.filter(kind__in=[Alert.Kind.API_AUTH, Alert.Kind.API_DOWN]).first()
+        if last_outage and runs[0].started_at >= last_outage.created_at:
+            key = f"{Alert.Kind.API_RECOVERED}:{last_outage.key.split(':', 1)[1]}"
+            if not Alert.objects.filter(key=key).exists():
+                context = {"outage": last_outage, "recovered": runs[0], "alerts_url": alerts_url(), "now": now}
+                alerts.append(_api_alert(Alert.Kind.API_RECOVERED, key, context, suppression))
+    for alert in alerts:
+        _store([alert], kind=alert.kind, now=now, result=result)
+
+
+def _api_alert(kind: str, key: str, context: dict, suppression: _Suppression) -> Alert:
+    recipients = alert_recipients(kind=kind)
+    return _new_alert(
+        kind=kind, key=key, scan=None, context=context, recipients=recipients, reason=suppression.reason(None)
+    )
+
+
+def alerts_detect(*, now: datetime | None = None) -> DetectResult:
+    """Write an alert for every failed, stuck or resolved scan and API outage or recovery not yet alerted."""
+    now = now or timezone.now()
+    result = DetectResult()
+    suppression = _Suppression(now)
+    _detect_scan_alerts(now, suppression, result)
+    _detect_api_alerts(now, suppression, result)
+    return result
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS))
+
+
+def alerts_send_due(*, now: datetime | None = None, limit: int = 200) -> SendResult:
+    """Mail the pending alerts that are due; a failed send waits with backoff and is tried again later."""
+    now = now or timezone.now()
+    result = SendResult()
+    due = Alert.objects.filter(state=Alert.State.PENDING, next_attempt_at__lte=now)
+    candidates = list(due.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:limit])
+    if not candidates:
+        return result
+    token = uuid.uuid4().hex
+    # Conditional claim: a row another sender claimed first has moved its next_attempt_at past now.
+    due.filter(pk__in=candidates).update(
+        claim_token=token, next_attempt_at=now + SEND_LEASE, attempts=F("attempts") + 1
+    )
+    claimed = list(Alert.objects.filter(claim_token=token).order_by("pk"))
+    connection = get_connection(fail_silently=False, timeout=settings.EMAIL_TIMEOUT)
+    try:
+        connection.open()
+    except Exception as exc:
+        for alert in claimed:
+            _record_failure(alert, token, exc, now, result)
+        return result
+    try:
+        for alert in claimed:
+            try:
+                message_for(alert, connection=connection).send()
+            except Exception as exc:
+                _record_failure(alert, token, exc, now, result)
+                continue
+            Alert.objects.filter(pk=alert.pk, claim_token=token).update(
+                state=Alert.State.SENT, sent_at=timezone.now(), claim_token="", last_error=""
+            )
+            result.sent.append(alert)
+    finally:
+        try:
+            connection.close()
+        except Exception:  # the server may already have gone; what was sent is recorded
+            logger.warning("closing the mail connection failed", exc_info=True)
+    return result
+
+
+def _record_failure(alert: Alert, token: str, exc: Exception, now: datetime, result: SendResult) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:1000]
+    logger.warning("sending alert %s failed (attempt %d): %s", alert.pk, alert.attempts, error)
+    Alert.objects.filter(pk=alert.pk, claim_token=token).update(
+        claim_token="", last_error=error, next_attempt_at=now + _retry_delay(alert.attempts)
+    )
+    result.failed.append((alert, error))
+
+
+def alerts_run(*, now: datetime | None = None) -> tuple[DetectResult, SendResult]:
+    """Detect, then send what is due: what the Celery task and `manage.py send_alerts` run."""
+    now = now or timezone.now()
+    return alerts_detect(now=now), alerts_send_due(now=now)
+
+
+def alert_resend(*, alert_ids: Iterable[int], now: datetime | None = None) -> int:
+    """Send the given unsent alerts at the next run instead of after their backoff; return how many."""
+    now = now or timezone.now()
+    return Alert.objects.filter(pk__in=list(alert_ids), state=Alert.State.PENDING).update(next_attempt_at=now)
+
+
+def scans_mute(*, scan: Scan | None = None, label: str = "", user=None) -> AlertMute:
+    """Mute alerts about one scan, or about every scan with a label."""
+    lookup = {"scan": scan} if scan is not None else {"label": label.strip()[:200], "scan": None}
+    mute, _ = AlertMute.objects.get_or_create(**lookup, defaults={"created_by": user})
+    return mute
+
+
+def alerts_snooze(*, until: datetime, reason: str = "", user=None) -> AlertSnooze:
+    """Suppress every alert until `until` (a maintenance window)."""
+    return AlertSnooze.objects.create(until=until, reason=reason.strip()[:200], created_by=user)
+
+
+def alerts_end_snooze(*, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    return AlertSnooze.objects.filter(until__gt=now, ended_at__isnull=True).update(ended_at=now)
