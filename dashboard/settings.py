@@ -167,6 +167,9 @@ STUCK_RUNNING_MINUTES = env_int("STUCK_RUNNING_MINUTES", 120, minimum=1)
 
 # --- Alerts and mail ----------------------------------------------------------------------------------------
 ALERT_EMAILS = env_list("ALERT_EMAILS")
+if DEMO_MODE and not ALERT_EMAILS:
+    # The demo prints its alert mails (console backend); they need an addressee to be sent at all.
+    ALERT_EMAILS = ["ops@example.com"]
 ALERT_API_DOWN_AFTER = env_int("ALERT_API_DOWN_AFTER", 3, minimum=1, maximum=100)
 ALERT_DIGEST_THRESHOLD = env_int("ALERT_DIGEST_THRESHOLD", 10, minimum=1)
 SITE_URL = env_url("SITE_URL", "http://127.0.0.1:8000")
