@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import get_connection
+from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from scans.emails import alerts_url, message_for, render_email, scan_url
@@ -33,6 +35,8 @@ MAX_PER_KIND_PER_CYCLE = 5000
 SCAN_KINDS = (Alert.Kind.FAILED, Alert.Kind.STUCK, Alert.Kind.STUCK_RESOLVED)
 API_KINDS = (Alert.Kind.API_AUTH, Alert.Kind.API_DOWN, Alert.Kind.API_RECOVERED)
 UNHEALTHY = (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED)
+# States of an alert someone was (or will be) told about; a follow-up (resolved, recovered) needs one of these.
+ANNOUNCED = (Alert.State.PENDING, Alert.State.SENT, Alert.State.IN_DIGEST)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class DetectResult:
 class SendResult:
     sent: list[Alert] = field(default_factory=list)
     failed: list[tuple[Alert, str]] = field(default_factory=list)
+    suppressed: list[Alert] = field(default_factory=list)
 
 
 def alert_recipients(*, kind: str) -> list[str]:
@@ -86,11 +91,18 @@ def _scan_context(scan: Scan, now: datetime) -> dict:
 def _candidates(kind: str, now: datetime):
     tracked = Scan.objects.filter(archived_at__isnull=True)
     if kind == Alert.Kind.FAILED:
-        scans = tracked.filter(status=Scan.Status.FAILED, last_changed_at__gte=now - FAILED_NEWS_WINDOW)
+        # By the API's end time where it gave one: a scan tracked today that failed last week changes status in
+        # our records now (last_changed_at), but it is old news.
+        failed_at = Coalesce("ended_at", "last_changed_at")
+        scans = tracked.alias(failed_at=failed_at).filter(
+            status=Scan.Status.FAILED, failed_at__gte=now - FAILED_NEWS_WINDOW
+        )
     elif kind == Alert.Kind.STUCK:
         scans = tracked.filter(stuck_q(now))
-    else:  # resolved: a scan we said was stuck has finished
-        scans = Scan.objects.filter(status__in=Scan.TERMINAL, alerts__kind=Alert.Kind.STUCK)
+    else:  # resolved: a scan we told someone was stuck has finished (a muted or snoozed stuck alert was not told)
+        scans = Scan.objects.filter(
+            status__in=Scan.TERMINAL, alerts__kind=Alert.Kind.STUCK, alerts__state__in=ANNOUNCED
+        )
     return scans.exclude(alerts__kind=kind).distinct().order_by("pk")[:MAX_PER_KIND_PER_CYCLE]
 
 
@@ -113,24 +125,34 @@ def _new_alert(
 def _store(alerts: list[Alert], *, kind: str, now: datetime, result: DetectResult) -> None:
     """Write the new alerts; more than ALERT_DIGEST_THRESHOLD to send becomes one digest instead of a flood."""
     to_send = [alert for alert in alerts if alert.state == Alert.State.PENDING]
-    if len(to_send) > settings.ALERT_DIGEST_THRESHOLD:
-        recipients = to_send[0].recipients
-        subject, text, html = render_email(
-            "digest",
-            {"kind": kind, "kind_label": Alert.Kind(kind).label, "alerts": to_send, "count": len(to_send),
-             "alerts_url": alerts_url(), "now": now},
-        )  # fmt: skip
-        digest = Alert.objects.create(
-            kind=kind, key=f"digest:{kind}:{uuid.uuid4().hex}", is_digest=True, recipients=recipients,
-            subject=subject, body_text=text, body_html=html, created_at=now,
-        )  # fmt: skip
-        for alert in to_send:
-            alert.state, alert.digest = Alert.State.IN_DIGEST, digest
-        result.digests += 1
     for alert in alerts:
-        alert.created_at = now
-    # ignore_conflicts: a concurrent detection that wrote the same key first wins, and nothing is doubled.
-    Alert.objects.bulk_create(alerts, ignore_conflicts=True, batch_size=500)
+        # Due at `now`, so the send that follows this detection in the same run mails it at once.
+        alert.created_at = alert.next_attempt_at = now
+    # One transaction: no sender sees the digest before it is known to hold at least one alert.
+    with transaction.atomic():
+        digest = None
+        if len(to_send) > settings.ALERT_DIGEST_THRESHOLD:
+            digest = Alert.objects.create(
+                kind=kind, key=f"digest:{kind}:{uuid.uuid4().hex}", is_digest=True,
+                recipients=to_send[0].recipients, created_at=now, next_attempt_at=now,
+            )  # fmt: skip
+            for alert in to_send:
+                alert.state, alert.digest = Alert.State.IN_DIGEST, digest
+        # ignore_conflicts: a concurrent detection that wrote the same key first wins, and nothing is doubled.
+        Alert.objects.bulk_create(alerts, ignore_conflicts=True, batch_size=500)
+        if digest is not None:
+            # The digest lists only the alerts this detection wrote: the winner of a race mails the others.
+            members = list(digest.members.select_related("scan").order_by("pk"))
+            if not members:
+                digest.delete()
+            else:
+                digest.subject, digest.body_text, digest.body_html = render_email(
+                    "digest",
+                    {"kind": kind, "kind_label": Alert.Kind(kind).label, "alerts": members, "count": len(members),
+                     "alerts_url": alerts_url(), "now": now},
+                )  # fmt: skip
+                digest.save(update_fields=["subject", "body_text", "body_html"])
+                result.digests += 1
     result.created[kind] = result.created.get(kind, 0) + len(alerts)
     result.suppressed += sum(alert.state == Alert.State.SUPPRESSED for alert in alerts)
 
@@ -179,7 +201,9 @@ def _detect_api_alerts(now: datetime, suppression: _Suppression, result: DetectR
         if not Alert.objects.filter(key=f"{kind}:{first.pk}").exists():
             alerts.append(_api_alert(kind, f"{kind}:{first.pk}", context, suppression))
     else:
-        last_outage = Alert.objects.filter(kind__in=[Alert.Kind.API_AUTH, Alert.Kind.API_DOWN]).first()
+        # No recovery notice for an outage nobody was told about (it was snoozed, or had no recipients).
+        outages = Alert.objects.filter(kind__in=[Alert.Kind.API_AUTH, Alert.Kind.API_DOWN], state__in=ANNOUNCED)
+        last_outage = outages.first()
         if last_outage and runs[0].started_at >= last_outage.created_at:
             key = f"{Alert.Kind.API_RECOVERED}:{last_outage.key.split(':', 1)[1]}"
             if not Alert.objects.filter(key=key).exists():
@@ -223,7 +247,20 @@ def alerts_send_due(*, now: datetime | None = None, limit: int = 200) -> SendRes
     due.filter(pk__in=candidates).update(
         claim_token=token, next_attempt_at=now + SEND_LEASE, attempts=F("attempts") + 1
     )
-    claimed = list(Alert.objects.filter(claim_token=token).order_by("pk"))
+    claimed = list(Alert.objects.filter(claim_token=token).select_related("scan").order_by("pk"))
+    # A snooze or mute made while an alert waited (e.g. for the mail server to come back) applies to it too.
+    suppression = _Suppression(now)
+    for alert in list(claimed):
+        reason = suppression.reason(alert.scan)
+        if reason:
+            alert.state, alert.suppressed_reason = Alert.State.SUPPRESSED, reason[:200]
+            Alert.objects.filter(pk=alert.pk, claim_token=token).update(
+                state=alert.state, suppressed_reason=alert.suppressed_reason, claim_token=""
+            )
+            claimed.remove(alert)
+            result.suppressed.append(alert)
+    if not claimed:
+        return result
     connection = get_connection(fail_silently=False, timeout=settings.EMAIL_TIMEOUT)
     try:
         connection.open()

@@ -3,15 +3,16 @@
 from celery import shared_task
 
 from scans.alerts import alerts_run
-from scans.services import scans_refresh_due
+from scans.services import request_alert_send, scans_refresh_due
 
 
 @shared_task(acks_late=True, soft_time_limit=270, time_limit=300, ignore_result=True)
 def refresh_due_scans() -> dict:
     """Poll every due, non-final scan once; safe to run twice at once (scans are claimed)."""
     run = scans_refresh_due()
-    # What the cycle found (a failure, an outage) is alerted now rather than at the next beat tick.
-    send_alerts.delay()
+    # What the cycle found (a failure, an outage) is alerted now rather than at the next beat tick; a broker
+    # that cannot take the message only delays it to that tick.
+    request_alert_send()
     return {"run": run.pk, "outcome": run.outcome, "asked": run.ids_asked, "changed": run.changed}
 
 

@@ -91,6 +91,23 @@ class _Inbox:
     def __init__(self) -> None:
         self.messages: list = []
         self.refuse = False
+        self.controller = None
+
+    def stop(self) -> None:
+        """Take the server down: connections are refused until start()."""
+        self.controller.stop()
+
+    def start(self) -> None:
+        """Bring the server back on the same port."""
+        import asyncio
+
+        # A stopped controller has closed its event loop, so it cannot listen again without a new one.
+        self.controller.loop = asyncio.new_event_loop()
+        self.controller.start()
+
+    @property
+    def running(self) -> bool:
+        return self.controller is not None and self.controller.server is not None
 
     async def handle_DATA(self, server, session, envelope):
         from email import message_from_bytes, policy
@@ -104,7 +121,10 @@ class _Inbox:
 
 @pytest.fixture
 def smtp_server(settings):
-    """A real SMTP server (aiosmtpd) on a free local port, with Django's mail pointed at it."""
+    """A real SMTP server (aiosmtpd) on a free local port, with Django's mail pointed at it.
+
+    `.refuse = True` answers 421 to every message; `.stop()` refuses the connection itself until `.start()`.
+    """
     import socket
 
     from aiosmtpd.controller import Controller
@@ -123,4 +143,5 @@ def smtp_server(settings):
     inbox.controller = controller
     inbox.port = port
     yield inbox
-    controller.stop()
+    if inbox.running:
+        controller.stop()

@@ -184,7 +184,7 @@ def test_new_scans_are_refreshed_at_once(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         add(operator_client, ids="sim-failed sim-running", csv_file=csv_file(b"sim-done\n"))
 
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the refresh, and the alert send that the refresh task asks for
     assert sorted(id for batch in simulator.status_requests for id in batch) == [
         "sim-done",
         "sim-failed",

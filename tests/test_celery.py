@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from django.db import connection
+from django.utils import timezone
 
 from dashboard.celery import app
 from scans.models import RefreshRun, Scan
 from scans.services import scans_track
-from scans.tasks import refresh_due_scans
+from scans.tasks import refresh_due_scans, send_alerts
+from tests.helpers import make_scan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,10 +32,33 @@ def test_beat_runs_the_refresh_every_interval(settings):
     assert float(entries[0]["schedule"]) == settings.REFRESH_INTERVAL_SECONDS
 
 
-def test_the_refresh_task_is_late_acked_and_time_limited():
-    assert refresh_due_scans.acks_late is True
-    assert refresh_due_scans.soft_time_limit and refresh_due_scans.time_limit
+def test_beat_also_sends_alerts_every_interval(settings):
+    # Alerts waiting for a mail server that was down are retried by this tick, not only after a refresh.
+    app.loader.import_default_modules()
+    app.finalize()
+    tasks = sorted(entry["task"] for entry in app.conf.beat_schedule.values())
+    entries = [entry for entry in app.conf.beat_schedule.values() if entry["task"] == "scans.tasks.send_alerts"]
+
+    assert tasks == ["scans.tasks.refresh_due_scans", "scans.tasks.send_alerts"]
+    assert float(entries[0]["schedule"]) == settings.REFRESH_INTERVAL_SECONDS
+
+
+@pytest.mark.parametrize("task", [refresh_due_scans, send_alerts], ids=lambda task: task.name)
+def test_the_tasks_are_late_acked_and_time_limited(task):
+    assert task.acks_late is True
+    assert task.soft_time_limit and task.time_limit
     assert app.conf.task_serializer == "json"
+
+
+@pytest.mark.django_db
+def test_the_send_alerts_task_mails_what_is_due(settings, smtp_server):
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    make_scan("task-scan", status=Scan.Status.FAILED, last_changed_at=timezone.now())
+
+    outcome = send_alerts.apply().get()
+
+    assert outcome == {"created": {"failed": 1}, "sent": 1, "failed": 0}
+    assert [message["Subject"] for message in smtp_server.messages] == ["[Scan FAILED] task-scan"]
 
 
 def _database_url_for_subprocess() -> str:

@@ -235,7 +235,7 @@ def test_refresh_now_makes_the_scan_due_and_the_queued_refresh_polls_the_api(
         assert simulator.status_requests == []  # the request itself never waits for the API
 
     assert response.status_code == 302 and response["Location"] == f"/scans/{SCAN_ID}/"
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the refresh, and the alert send that the refresh task asks for
     assert [SCAN_ID] in simulator.status_requests
     scan = Scan.objects.get()
     assert scan.status == Scan.Status.FAILED

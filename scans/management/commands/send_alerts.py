@@ -14,6 +14,8 @@ class Command(BaseCommand):
         self.stdout.write(f"new alerts: {created}; suppressed {detected.suppressed}; digests {detected.digests}")
         for alert in result.sent:
             self.stdout.write(f"sent     {alert.subject}  ->  {', '.join(alert.recipients)}")
+        for alert in result.suppressed:
+            self.stdout.write(f"held     {alert.subject}: {alert.suppressed_reason}")
         for alert, error in result.failed:
             self.stderr.write(f"not sent {alert.subject}: {error} (will retry)")
         self.stdout.write(f"{len(result.sent)} sent, {len(result.failed)} failed")

@@ -1,0 +1,638 @@
+"""Alerts end to end: refreshes against the simulator over real HTTP, detection into the outbox, and delivery to a
+real SMTP server (aiosmtpd), with the clock moved by time_machine."""
+
+import io
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from scans.alerts import alerts_detect, alerts_run, alerts_send_due, alerts_snooze, scans_mute
+from scans.models import Alert, AlertSubscription, RefreshRun, Scan
+from scans.services import scans_refresh_due, scans_track
+from tests.helpers import make_scan
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+OPS = ["ops@example.com", "oncall@example.com"]
+SITE = "https://scans.example.com"
+
+
+class Clock:
+    """The frozen time every part of the test sees: Django, the simulator's API timestamps and the mail."""
+
+    def __init__(self, time_machine) -> None:
+        self._time_machine = time_machine
+
+    def at(self, **delta) -> datetime:
+        moment = T0 + timedelta(**delta)
+        self._time_machine.move_to(moment, tick=False)
+        return moment
+
+
+@pytest.fixture
+def clock(time_machine) -> Clock:
+    clock = Clock(time_machine)
+    clock.at()
+    return clock
+
+
+@pytest.fixture
+def inbox(settings, smtp_server, protecto_settings, clock):
+    """The SMTP server's inbox, with alerting configured for two ops addresses and the default thresholds."""
+    settings.ALERT_EMAILS = OPS
+    settings.SITE_URL = SITE
+    settings.STUCK_PENDING_MINUTES = 30
+    settings.STUCK_RUNNING_MINUTES = 120
+    settings.ALERT_API_DOWN_AFTER = 3
+    settings.ALERT_DIGEST_THRESHOLD = 10
+    return smtp_server
+
+
+def cycle():
+    """What the beat does at the current (frozen) time: one refresh, then detect and send."""
+    scans_refresh_due()
+    return alerts_run()
+
+
+def subscribe(username: str, *kinds: str, active: bool = True) -> User:
+    user = User.objects.create_user(username=username, email=f"{username}@example.com", is_active=active)
+    AlertSubscription.objects.create(user=user, kinds=list(kinds))
+    return user
+
+
+def text_of(message) -> str:
+    return message.get_body(("plain",)).get_content()
+
+
+def html_of(message) -> str:
+    return message.get_body(("html",)).get_content()
+
+
+def subjects(inbox) -> list[str]:
+    return [message["Subject"] for message in inbox.messages]
+
+
+# --- A failed scan ------------------------------------------------------------------------------------------
+
+
+def test_a_scan_turning_failed_mails_its_error_and_link_once_to_the_right_people(inbox, simulator, clock):
+    subscribe("alice", Alert.Kind.FAILED, Alert.Kind.STUCK)
+    subscribe("bob", Alert.Kind.STUCK)
+    subscribe("carol", Alert.Kind.FAILED, active=False)
+    simulator.add_scan(
+        "scan-crm-1",
+        status="IN-PROGRESS",
+        submitted_at=T0 - timedelta(minutes=10),
+        started_at=T0 - timedelta(minutes=4),
+    )
+    scans_track(ids=["scan-crm-1"], label="nightly CRM")
+    cycle()
+    assert inbox.messages == []
+
+    clock.at(minutes=1, seconds=30)
+    simulator.set_status("scan-crm-1", "FAILED", error_msg="Permission denied reading CustomerDB/Customerstable")
+    cycle()
+
+    [message] = inbox.messages
+    assert message["Subject"] == "[Scan FAILED] nightly CRM"
+    assert sorted(message.envelope_to) == sorted([*OPS, "alice@example.com"])
+    assert message["X-Scan-Alert-Kind"] == "failed"
+    text, html = text_of(message), html_of(message)
+    for fact in (
+        "Tracking ID: scan-crm-1",
+        "Status:      FAILED",
+        "Submitted:   2026-11-28 08:50:00 UTC",
+        "Started:     2026-11-28 08:56:00 UTC",
+        "Ended:       2026-11-28 09:01:30 UTC",
+        "Queue wait:  6m 00s",
+        "Run time:    5m 30s",
+        "Permission denied reading CustomerDB/Customerstable",
+        f"{SITE}/scans/scan-crm-1/",
+    ):
+        assert fact in text
+    assert "Permission denied reading CustomerDB/Customerstable" in html
+    assert f'<a href="{SITE}/scans/scan-crm-1/">' in html
+
+    clock.at(minutes=2)
+    cycle()
+    clock.at(minutes=5)
+    simulator.set_status("scan-crm-1", "FAILED", error_msg="Permission denied again")
+    cycle()
+
+    assert len(inbox.messages) == 1
+    alert = Alert.objects.get()
+    assert alert.kind == Alert.Kind.FAILED
+    assert (alert.state, alert.attempts, alert.sent_at) == ("sent", 1, T0 + timedelta(minutes=1, seconds=30))
+
+
+def test_a_scan_that_failed_long_before_it_was_tracked_is_not_news(inbox, simulator, clock):
+    # Ops often paste old IDs to look at them: a failure that ended days ago must not page anyone now.
+    simulator.add_scan(
+        "old-failure",
+        status="FAILED",
+        submitted_at=T0 - timedelta(days=3),
+        started_at=T0 - timedelta(days=3),
+        ended_at=T0 - timedelta(days=3) + timedelta(minutes=5),
+        error_msg="Quota exceeded",
+    )
+    simulator.add_scan("fresh-failure", status="FAILED", error_msg="Quota exceeded")
+    scans_track(ids=["old-failure", "fresh-failure"])
+
+    cycle()
+
+    assert subjects(inbox) == ["[Scan FAILED] fresh-failure"]
+    assert Scan.objects.get(tracking_id="old-failure").status == Scan.Status.FAILED
+
+
+def test_send_alerts_command_detects_sends_and_prints_what_it_sent(inbox, simulator):
+    simulator.add_scan("scan-a", status="FAILED", error_msg="Quota exceeded for tenant")
+    scans_track(ids=["scan-a"])
+    scans_refresh_due()
+    out = io.StringIO()
+
+    call_command("send_alerts", stdout=out)
+
+    assert "new alerts: 1 failed" in out.getvalue()
+    assert f"sent     [Scan FAILED] scan-a  ->  {', '.join(OPS)}" in out.getvalue()
+    assert "1 sent, 0 failed" in out.getvalue()
+    assert subjects(inbox) == ["[Scan FAILED] scan-a"]
+
+    again = io.StringIO()
+    call_command("send_alerts", stdout=again)
+
+    assert "new alerts: none" in again.getvalue()
+    assert "0 sent, 0 failed" in again.getvalue()
+    assert len(inbox.messages) == 1
+
+
+def test_without_any_recipient_the_alert_is_recorded_but_not_sent(inbox, simulator, settings):
+    settings.ALERT_EMAILS = []
+    simulator.add_scan("scan-a", status="FAILED")
+    scans_track(ids=["scan-a"])
+
+    cycle()
+
+    assert inbox.messages == []
+    assert Alert.objects.get().state == Alert.State.NO_RECIPIENTS
+
+
+# --- Stuck scans ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "limit", "waited"),
+    [
+        ("PENDING", timedelta(minutes=30), "pending since it was submitted, 30\xa0minutes ago"),
+        ("IN-PROGRESS", timedelta(minutes=120), "in progress for 2\xa0hours"),
+    ],
+    ids=["pending-30min", "running-120min"],
+)
+def test_a_scan_is_stuck_one_second_after_its_limit_by_the_apis_timestamps(
+    inbox, simulator, clock, status, limit, waited
+):
+    # Submitted (or started) at T0 by the API; tracking only begins a minute before the limit, so only the API's
+    # own timestamp can tell how long the scan has been waiting.
+    since = (
+        {"submitted_at": T0}
+        if status == "PENDING"
+        else {"submitted_at": T0 - timedelta(minutes=3), "started_at": T0}
+    )
+    simulator.add_scan("slow-scan", status=status, **since)
+    clock.at(seconds=(limit - timedelta(minutes=1)).total_seconds())
+    scans_track(ids=["slow-scan"])
+    cycle()
+
+    clock.at(seconds=limit.total_seconds() - 1)
+    cycle()
+    assert inbox.messages == []
+
+    clock.at(seconds=limit.total_seconds() + 1)
+    cycle()
+    assert subjects(inbox) == ["[Scan STUCK] slow-scan"]
+    text = text_of(inbox.messages[0])
+    assert "Status:      " + status in text
+    assert waited in text
+    assert waited in html_of(inbox.messages[0])
+
+    clock.at(seconds=limit.total_seconds() + 60)
+    cycle()
+    assert len(inbox.messages) == 1
+
+
+def test_a_scan_finished_in_time_is_never_stuck_and_a_late_one_gets_a_resolved_notice(inbox, simulator, clock):
+    for tracking_id in ("quick", "late"):
+        simulator.add_scan(
+            tracking_id, status="IN-PROGRESS", submitted_at=T0 - timedelta(minutes=1), started_at=T0
+        )
+    scans_track(ids=["quick", "late"])
+    cycle()
+
+    clock.at(minutes=119, seconds=59)
+    simulator.set_status("quick", "SUCCESS")
+    cycle()
+    clock.at(minutes=120, seconds=1)
+    cycle()
+
+    assert subjects(inbox) == ["[Scan STUCK] late"]
+
+    clock.at(minutes=125)
+    simulator.set_status("late", "SUCCESS")
+    cycle()
+    clock.at(minutes=126)
+    cycle()
+
+    assert subjects(inbox) == ["[Scan STUCK] late", "[Scan resolved] late finished: SUCCESS"]
+    assert "Run time:    2h 05m" in text_of(inbox.messages[1])
+    assert not Alert.objects.filter(scan__tracking_id="quick").exists()
+
+
+# --- The mail server is down ----------------------------------------------------------------------------------
+
+
+def _take_server_down(inbox, how: str) -> None:
+    if how == "refusing":
+        inbox.refuse = True  # answers 421 to the message
+    else:
+        inbox.stop()  # nothing listens: the connection itself is refused
+
+
+def _bring_server_back(inbox, how: str) -> None:
+    if how == "refusing":
+        inbox.refuse = False
+    else:
+        inbox.start()
+
+
+@pytest.mark.parametrize("how", ["refusing", "stopped"])
+def test_an_alert_waits_while_smtp_is_down_and_is_delivered_exactly_once_after(inbox, simulator, clock, how):
+    simulator.add_scan("scan-a", status="FAILED", error_msg="Quota exceeded")
+    scans_track(ids=["scan-a"])
+    _take_server_down(inbox, how)
+
+    detected, sent = cycle()
+
+    alert = Alert.objects.get()
+    assert (detected.created, sent.sent, len(sent.failed)) == ({"failed": 1}, [], 1)
+    assert (alert.state, alert.attempts, alert.sent_at) == ("pending", 1, None)
+    assert alert.last_error  # the reason is kept for the Alerts page
+    assert alert.next_attempt_at == T0 + timedelta(seconds=30)
+
+    clock.at(seconds=30)
+    alerts_run()  # still down: the second attempt backs off twice as long
+    alert.refresh_from_db()
+    assert (alert.state, alert.attempts, alert.next_attempt_at) == ("pending", 2, T0 + timedelta(seconds=90))
+
+    _bring_server_back(inbox, how)
+    clock.at(seconds=60)
+    alerts_run()  # back, but the alert is not due yet
+    assert inbox.messages == []
+
+    clock.at(seconds=90)
+    alerts_run()
+    clock.at(seconds=120)
+    cycle()
+    alerts_run()
+
+    assert subjects(inbox) == ["[Scan FAILED] scan-a"]
+    alert.refresh_from_db()
+    assert (alert.state, alert.attempts, alert.last_error) == ("sent", 3, "")
+
+
+def test_send_alerts_command_fails_loudly_while_smtp_is_down_and_keeps_the_alert(inbox, simulator):
+    simulator.add_scan("scan-a", status="FAILED")
+    scans_track(ids=["scan-a"])
+    scans_refresh_due()
+    inbox.refuse = True
+    err = io.StringIO()
+
+    with pytest.raises(CommandError, match="1 alert\\(s\\) could not be sent"):
+        call_command("send_alerts", stdout=io.StringIO(), stderr=err)
+
+    assert "not sent [Scan FAILED] scan-a" in err.getvalue()
+    assert Alert.objects.get().state == Alert.State.PENDING
+
+
+def test_one_refused_message_does_not_lose_the_others(inbox, simulator, clock):
+    # The server drops the connection after a 421: the rest of the batch fails too and is retried, not lost.
+    for tracking_id in ("scan-a", "scan-b", "scan-c"):
+        simulator.add_scan(tracking_id, status="FAILED")
+    scans_track(ids=["scan-a", "scan-b", "scan-c"])
+    inbox.refuse = True
+    cycle()
+    inbox.refuse = False
+
+    clock.at(minutes=1)
+    alerts_run()
+
+    assert sorted(subjects(inbox)) == ["[Scan FAILED] scan-a", "[Scan FAILED] scan-b", "[Scan FAILED] scan-c"]
+    assert set(Alert.objects.values_list("state", flat=True)) == {"sent"}
+
+
+# --- Storms ---------------------------------------------------------------------------------------------------
+
+
+def test_five_hundred_failures_in_one_cycle_make_one_digest_per_recipient(inbox, simulator, protecto_settings):
+    protecto_settings.PROTECTO_BATCH_SIZE = 100
+    subscribe("alice", Alert.Kind.FAILED)
+    ids = [f"storm-{n:03d}" for n in range(500)]
+    for tracking_id in ids:
+        simulator.add_scan(tracking_id, status="FAILED", error_msg=f"Connector timeout on {tracking_id}\nstack...")
+
+    scans_track(ids=ids, label="bulk import")
+    detected, sent = cycle()
+
+    [message] = inbox.messages
+    assert sorted(message.envelope_to) == sorted([*OPS, "alice@example.com"])
+    assert message["Subject"] == "[Scans Scan failed] 500 scans at once"
+    text, html = text_of(message), html_of(message)
+    assert text.startswith("500 alerts of one kind (Scan failed)")
+    for tracking_id in ids:
+        assert f"{SITE}/scans/{tracking_id}/" in text
+        assert f'<a href="{SITE}/scans/{tracking_id}/">' in html
+    assert "Connector timeout on storm-499" in text
+    assert f"{SITE}/alerts/" in text
+    assert (detected.digests, len(sent.sent)) == (1, 1)
+    digest = Alert.objects.get(is_digest=True)
+    assert digest.members.count() == 500
+    assert Alert.objects.filter(state=Alert.State.IN_DIGEST, digest=digest).count() == 500
+
+    cycle()
+    assert len(inbox.messages) == 1
+
+
+def test_up_to_the_threshold_every_alert_is_mailed_on_its_own(inbox, simulator):
+    ids = [f"few-{n:02d}" for n in range(10)]
+    for tracking_id in ids:
+        simulator.add_scan(tracking_id, status="FAILED")
+    scans_track(ids=ids)
+
+    cycle()
+
+    assert sorted(subjects(inbox)) == [f"[Scan FAILED] {tracking_id}" for tracking_id in ids]
+    assert not Alert.objects.filter(is_digest=True).exists()
+
+
+# --- The API itself ---------------------------------------------------------------------------------------------
+
+
+def test_a_refused_token_alerts_at_once_then_once_on_recovery(inbox, simulator, clock, protecto_settings):
+    simulator.add_scan("scan-a", status="PENDING")
+    scans_track(ids=["scan-a"])
+    protecto_settings.PROTECTO_AUTH_TOKEN = "wrong-token-abcdef"
+
+    cycle()
+
+    assert subjects(inbox) == ["[Protecto API] token refused: scan statuses are not updating"]
+    assert "wrong-token-abcdef" not in inbox.messages[0].as_string()
+
+    for n in range(1, 5):  # the outage goes on well past ALERT_API_DOWN_AFTER cycles: still one alert
+        clock.at(seconds=30 * n)
+        cycle()
+    assert len(inbox.messages) == 1
+    assert not Alert.objects.filter(kind=Alert.Kind.API_DOWN).exists()
+
+    protecto_settings.PROTECTO_AUTH_TOKEN = simulator.config.token
+    clock.at(seconds=150)
+    cycle()
+    clock.at(seconds=180)
+    cycle()
+
+    assert subjects(inbox)[1:] == ["[Protecto API recovered] scan statuses are updating again"]
+
+
+def test_the_api_is_down_after_three_failed_cycles_and_recovers_once(inbox, simulator, clock):
+    simulator.add_scan("scan-a", status="PENDING")
+    scans_track(ids=["scan-a"])
+    simulator.configure(error_rate=1.0)
+
+    cycle()
+    clock.at(seconds=30)
+    cycle()
+    cycle()  # nothing due at the same instant: an idle cycle neither counts nor ends the outage
+    assert RefreshRun.objects.filter(outcome=RefreshRun.Outcome.IDLE).count() == 1
+    assert inbox.messages == []
+
+    clock.at(seconds=60)
+    cycle()
+    assert subjects(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
+    assert "Since:      2026-11-28 09:00:00 UTC" in text_of(inbox.messages[0])
+
+    clock.at(seconds=90)
+    cycle()
+    assert len(inbox.messages) == 1
+
+    simulator.configure(error_rate=0.0)
+    clock.at(seconds=120)
+    cycle()
+    clock.at(seconds=150)
+    cycle()
+
+    assert subjects(inbox)[1:] == ["[Protecto API recovered] scan statuses are updating again"]
+    assert Alert.objects.filter(kind__in=["api_down", "api_auth", "api_recovered"]).count() == 2
+
+
+def test_a_reported_outage_gets_its_recovery_even_if_a_later_alert_about_it_was_snoozed(
+    inbox, simulator, clock, protecto_settings
+):
+    simulator.add_scan("scan-a", status="PENDING")
+    scans_track(ids=["scan-a"])
+    simulator.configure(error_rate=1.0)
+    for n in range(3):
+        clock.at(seconds=30 * n)
+        cycle()
+    assert subjects(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
+
+    snooze = alerts_snooze(until=T0 + timedelta(minutes=10))
+    simulator.configure(error_rate=0.0)
+    protecto_settings.PROTECTO_AUTH_TOKEN = "wrong-token-abcdef"  # the same outage, now the token is refused
+    clock.at(seconds=90)
+    cycle()
+    assert Alert.objects.get(kind=Alert.Kind.API_AUTH).state == Alert.State.SUPPRESSED
+
+    snooze.delete()
+    protecto_settings.PROTECTO_AUTH_TOKEN = simulator.config.token
+    clock.at(seconds=120)
+    cycle()
+
+    assert subjects(inbox)[1:] == ["[Protecto API recovered] scan statuses are updating again"]
+
+
+def test_two_failed_cycles_then_success_is_no_outage(inbox, simulator, clock):
+    simulator.add_scan("scan-a", status="PENDING")
+    scans_track(ids=["scan-a"])
+    simulator.configure(error_rate=1.0)
+    cycle()
+    clock.at(seconds=30)
+    cycle()
+    simulator.configure(error_rate=0.0)
+    clock.at(seconds=60)
+    cycle()
+    simulator.configure(error_rate=1.0)
+    for n in (3, 4):
+        clock.at(seconds=30 * n)
+        cycle()
+
+    assert inbox.messages == []
+
+
+# --- Mutes and snooze -----------------------------------------------------------------------------------------
+
+
+def test_muted_scans_muted_labels_and_a_snooze_send_nothing_and_show_as_suppressed(inbox, simulator, clock):
+    for tracking_id in ("muted-scan", "in-muted-label", "other"):
+        simulator.add_scan(tracking_id, status="FAILED")
+    scans_track(ids=["muted-scan", "other"], label="crm")
+    scans_track(ids=["in-muted-label"], label="noisy test tenant")
+    scans_mute(scan=Scan.objects.get(tracking_id="muted-scan"))
+    scans_mute(label="noisy test tenant")
+
+    cycle()
+
+    assert subjects(inbox) == ["[Scan FAILED] crm"]
+    reasons = dict(
+        Alert.objects.filter(state=Alert.State.SUPPRESSED).values_list("scan__tracking_id", "suppressed_reason")
+    )
+    assert reasons == {"muted-scan": "scan muted", "in-muted-label": "label 'noisy test tenant' muted"}
+
+    clock.at(minutes=1)
+    alerts_snooze(until=T0 + timedelta(hours=1), reason="Protecto maintenance")
+    simulator.add_scan("during-snooze", status="FAILED")
+    simulator.add_scan("still-running", status="IN-PROGRESS")
+    scans_track(ids=["during-snooze", "still-running"])
+    cycle()
+    simulator.configure(error_rate=1.0)  # an API outage during the window is suppressed too
+    for n in range(1, 4):
+        clock.at(minutes=1, seconds=30 * n)
+        cycle()
+
+    assert len(inbox.messages) == 1
+    snoozed = Alert.objects.filter(suppressed_reason="snoozed until 2026-11-28 10:00 UTC")
+    assert sorted(snoozed.values_list("kind", flat=True)) == ["api_down", "failed"]
+
+    simulator.configure(error_rate=0.0)
+    clock.at(hours=1, seconds=1)
+    simulator.add_scan("after-snooze", status="FAILED")
+    scans_track(ids=["after-snooze"])
+    cycle()
+
+    # A recovery from an outage nobody was told about would only confuse: it is not sent either.
+    assert subjects(inbox)[1:] == ["[Scan FAILED] after-snooze"]
+
+
+def test_a_snooze_or_mute_made_while_an_alert_waits_for_the_mail_server_stops_it(inbox, simulator, clock):
+    simulator.add_scan("scan-a", status="FAILED")
+    simulator.add_scan("scan-b", status="FAILED")
+    scans_track(ids=["scan-a", "scan-b"])
+    inbox.refuse = True
+    cycle()
+    inbox.refuse = False
+
+    clock.at(minutes=1)
+    scans_mute(scan=Scan.objects.get(tracking_id="scan-a"))
+    alerts_snooze(until=T0 + timedelta(minutes=30))
+    out = io.StringIO()
+    call_command("send_alerts", stdout=out)
+    clock.at(minutes=31)  # the snooze is over, but what it held back stays unsent
+    alerts_run()
+
+    assert inbox.messages == []
+    assert "held     [Scan FAILED] scan-b: snoozed until 2026-11-28 09:30 UTC" in out.getvalue()
+    assert set(Alert.objects.values_list("scan__tracking_id", "state")) == {
+        ("scan-a", "suppressed"),
+        ("scan-b", "suppressed"),
+    }
+
+
+def test_a_stuck_alert_nobody_got_has_no_resolved_notice(inbox, simulator, clock):
+    simulator.add_scan("scan-a", status="PENDING", submitted_at=T0)
+    scans_track(ids=["scan-a"])
+    mute = scans_mute(scan=Scan.objects.get(tracking_id="scan-a"))
+    clock.at(minutes=31)
+    cycle()
+    mute.delete()
+
+    clock.at(minutes=40)
+    simulator.set_status("scan-a", "SUCCESS")
+    cycle()
+
+    assert inbox.messages == []
+    assert list(Alert.objects.values_list("kind", "state")) == [("stuck", "suppressed")]
+
+
+# --- Concurrency ----------------------------------------------------------------------------------------------
+
+
+def failed_scans(count: int) -> None:
+    for n in range(count):
+        make_scan(
+            f"fail-{n:02d}", status=Scan.Status.FAILED, error_message="boom", last_changed_at=datetime.now(UTC)
+        )
+
+
+def _in_threads(target, count: int = 2) -> list[BaseException]:
+    """Run `target` in `count` threads released together; return what they raised."""
+    failures: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def run() -> None:
+        try:
+            start.wait()
+            target()
+        except BaseException as exc:  # reported by the caller: a thread's exception would otherwise vanish
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return failures
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_sending_one_outbox_deliver_each_alert_once(settings, smtp_server):
+    settings.ALERT_EMAILS = OPS
+    settings.ALERT_DIGEST_THRESHOLD = 1000
+    failed_scans(40)
+    assert alerts_detect().created == {"failed": 40}
+    sent_by: list[int] = []
+
+    def worker() -> None:
+        # Small batches, so the two workers' claims interleave instead of one taking the whole outbox. A batch
+        # the other worker claimed first comes back empty: go on until nothing is left waiting.
+        total = 0
+        deadline = time.monotonic() + 20
+        while Alert.objects.filter(state=Alert.State.PENDING).exists() and time.monotonic() < deadline:
+            total += len(alerts_send_due(limit=4).sent)
+        sent_by.append(total)
+
+    assert _in_threads(worker) == []
+
+    message_ids = [message["Message-ID"] for message in smtp_server.messages]
+    assert len(message_ids) == 40
+    assert len(set(message_ids)) == 40
+    assert sum(sent_by) == 40
+    assert min(sent_by) > 0, sent_by  # both really worked the outbox at once
+    assert set(Alert.objects.values_list("state", flat=True)) == {"sent"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_detections_at_once_write_each_alert_and_the_digest_once(settings, smtp_server):
+    settings.ALERT_EMAILS = OPS
+    settings.ALERT_DIGEST_THRESHOLD = 10
+    failed_scans(30)
+
+    assert _in_threads(alerts_detect) == []
+    alerts_send_due()
+
+    assert Alert.objects.filter(is_digest=False).count() == 30
+    assert Alert.objects.get(is_digest=True).members.count() == 30
+    assert [message["Subject"] for message in smtp_server.messages] == ["[Scans Scan failed] 30 scans at once"]
