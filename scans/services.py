@@ -132,9 +132,11 @@ def protecto_client_from_settings() -> ProtectoClient:
 
 
 def _due_scans(now: datetime):
-    return Scan.objects.filter(next_check_at__lte=now, archived_at__isnull=True, status__in=Scan.ACTIVE).order_by(
-        "next_check_at", "pk"
-    )
+    # A scan checked one interval ago is due at this tick even if the tick fires a moment early; without the
+    # grace, beat's jitter would skip it to the tick after and double its check interval.
+    grace = timedelta(seconds=min(5.0, settings.REFRESH_INTERVAL_SECONDS / 5))
+    due = Scan.objects.filter(next_check_at__lte=now + grace, archived_at__isnull=True, status__in=Scan.ACTIVE)
+    return due.order_by("next_check_at", "pk")
 
 
 def _claim_batch(*, now: datetime, size: int) -> tuple[str, list[Scan]] | None:

@@ -119,6 +119,17 @@ def test_each_batch_marks_its_scans_with_the_time_it_wrote_them(simulator, prote
     assert stamps["batch-24"] >= stamps["batch-00"]
 
 
+def test_a_tick_a_moment_early_still_polls_scans_checked_one_interval_ago(simulator, protecto_settings):
+    simulator.add_scan("scan-a", status="PENDING")
+    track("scan-a")
+    refresh(T0)
+
+    early = refresh(T0 + timedelta(seconds=29))  # beat's ticks drift by a second or so
+    too_early = refresh(T0 + timedelta(seconds=40))  # checked at :29, next due at :59
+
+    assert (early.ids_asked, too_early.ids_asked) == (1, 0)
+
+
 def test_a_malformed_answer_changes_nothing_and_the_next_cycle_recovers(simulator, protecto_settings):
     simulator.add_scan("scan-a", status="PENDING")
     track("scan-a")
