@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.mail import get_connection
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -74,6 +74,11 @@ class _Suppression:
         self.scan_ids = set(AlertMute.objects.filter(scan__isnull=False).values_list("scan_id", flat=True))
         self.labels = set(AlertMute.objects.exclude(label="").values_list("label", flat=True))
 
+    @property
+    def snooze_key(self) -> str:
+        """Appended to the key of an alert the snooze holds back, so the same key is free again after it."""
+        return f":snoozed:{self.snooze.pk}" if self.snooze else ""
+
     def reason(self, scan: Scan | None) -> str:
         if self.snooze:
             return f"snoozed until {self.snooze.until:%Y-%m-%d %H:%M} UTC"
@@ -88,7 +93,7 @@ def _scan_context(scan: Scan, now: datetime) -> dict:
     return {"scan": scan, "scan_url": scan_url(scan), "now": now, "name": scan.label or scan.tracking_id}
 
 
-def _candidates(kind: str, now: datetime):
+def _candidates(kind: str, now: datetime, suppression: _Suppression):
     tracked = Scan.objects.filter(archived_at__isnull=True)
     if kind == Alert.Kind.FAILED:
         # By the API's end time where it gave one: a scan tracked today that failed last week changes status in
@@ -103,7 +108,12 @@ def _candidates(kind: str, now: datetime):
         scans = Scan.objects.filter(
             status__in=Scan.TERMINAL, alerts__kind=Alert.Kind.STUCK, alerts__state__in=ANNOUNCED
         )
-    return scans.exclude(alerts__kind=kind).distinct().order_by("pk")[:MAX_PER_KIND_PER_CYCLE]
+    already = Alert.objects.filter(scan=OuterRef("pk"), kind=kind)
+    if kind == Alert.Kind.STUCK:
+        # Being stuck goes on: held back by a snooze, it is alerted when the snooze ends if it still is.
+        held_by_past_snooze = Q(key__contains=":snoozed:") & ~Q(key__endswith=suppression.snooze_key or "-")
+        already = already.exclude(held_by_past_snooze)
+    return scans.exclude(Exists(already)).distinct().order_by("pk")[:MAX_PER_KIND_PER_CYCLE]
 
 
 def _new_alert(
@@ -163,13 +173,13 @@ def _detect_scan_alerts(now: datetime, suppression: _Suppression, result: Detect
         alerts = [
             _new_alert(
                 kind=kind,
-                key=f"{kind}:{scan.pk}",
+                key=f"{kind}:{scan.pk}{suppression.snooze_key}",
                 scan=scan,
                 context=_scan_context(scan, now),
                 recipients=recipients,
                 reason=suppression.reason(scan),
             )
-            for scan in _candidates(kind, now)
+            for scan in _candidates(kind, now, suppression)
         ]
         if alerts:
             _store(alerts, kind=kind, now=now, result=result)
@@ -198,14 +208,16 @@ def _detect_api_alerts(now: datetime, suppression: _Suppression, result: DetectR
             kind = Alert.Kind.API_DOWN
         else:
             return
-        if not Alert.objects.filter(key=f"{kind}:{first.pk}").exists():
-            alerts.append(_api_alert(kind, f"{kind}:{first.pk}", context, suppression))
+        # An outage held back by a snooze is alerted when the snooze ends if the API is still down.
+        key = f"{kind}:{first.pk}{suppression.snooze_key}"
+        if not Alert.objects.filter(key=key).exists():
+            alerts.append(_api_alert(kind, key, context, suppression))
     else:
         # No recovery notice for an outage nobody was told about (it was snoozed, or had no recipients).
         outages = Alert.objects.filter(kind__in=[Alert.Kind.API_AUTH, Alert.Kind.API_DOWN], state__in=ANNOUNCED)
         last_outage = outages.first()
         if last_outage and runs[0].started_at >= last_outage.created_at:
-            key = f"{Alert.Kind.API_RECOVERED}:{last_outage.key.split(':', 1)[1]}"
+            key = f"{Alert.Kind.API_RECOVERED}:{last_outage.key.split(':')[1]}"
             if not Alert.objects.filter(key=key).exists():
                 context = {"outage": last_outage, "recovered": runs[0], "alerts_url": alerts_url(), "now": now}
                 alerts.append(_api_alert(Alert.Kind.API_RECOVERED, key, context, suppression))

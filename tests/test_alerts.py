@@ -525,6 +525,35 @@ def test_muted_scans_muted_labels_and_a_snooze_send_nothing_and_show_as_suppress
     assert subjects(inbox)[1:] == ["[Scan FAILED] after-snooze"]
 
 
+def test_a_scan_still_stuck_and_an_api_still_down_when_the_snooze_ends_are_alerted_then(inbox, simulator, clock):
+    simulator.add_scan("slow", status="PENDING", submitted_at=T0)
+    scans_track(ids=["slow"])
+    alerts_snooze(until=T0 + timedelta(hours=1), reason="Protecto maintenance")
+    clock.at(minutes=31)
+    cycle()
+    simulator.configure(error_rate=1.0)
+    for n in range(1, 4):
+        clock.at(minutes=31, seconds=30 * n)
+        cycle()
+    clock.at(minutes=45)
+    cycle()
+    assert inbox.messages == []
+    assert sorted(Alert.objects.values_list("kind", "state")) == [
+        ("api_down", "suppressed"),
+        ("stuck", "suppressed"),
+    ]
+
+    clock.at(hours=1, seconds=1)
+    cycle()
+    clock.at(hours=1, seconds=31)
+    cycle()  # and only once
+
+    assert sorted(subject.split(" refresh")[0] for subject in subjects(inbox)) == [
+        "[Protecto API DOWN] 5",
+        "[Scan STUCK] slow",
+    ]
+
+
 def test_a_snooze_or_mute_made_while_an_alert_waits_for_the_mail_server_stops_it(inbox, simulator, clock):
     simulator.add_scan("scan-a", status="FAILED")
     simulator.add_scan("scan-b", status="FAILED")
