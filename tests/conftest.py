@@ -49,6 +49,14 @@ def _user_in_group(django_user_model, username: str, group: str):
 
 
 @pytest.fixture
+def eager_celery(settings):
+    """Queued tasks run in-process, so a test sees the refresh a worker would have done."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.CELERY_TASK_EAGER_PROPAGATES = True
+    return settings
+
+
+@pytest.fixture
 def operator(django_user_model):
     return _user_in_group(django_user_model, "olivia", "Operators")
 

@@ -166,14 +166,6 @@ def test_pasted_text_with_a_nul_character_is_refused(operator_client):
     assert tracked() == {}
 
 
-@pytest.fixture
-def eager_celery(settings):
-    """Queued tasks run in-process, so a test sees the refresh a worker would have done."""
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
-    return settings
-
-
 def test_new_scans_are_refreshed_at_once(
     operator_client, simulator, protecto_settings, eager_celery, django_capture_on_commit_callbacks
 ):

@@ -212,14 +212,6 @@ def test_a_scan_that_became_final_since_the_last_poll_is_sent_once_more(viewer_c
 # --- Actions -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def eager_celery(settings):
-    """Queued tasks run in-process, so a test sees the refresh a worker would have done."""
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.CELERY_TASK_EAGER_PROPAGATES = True
-    return settings
-
-
 def test_refresh_now_makes_the_scan_due_and_the_queued_refresh_polls_the_api(
     operator_client, simulator, protecto_settings, eager_celery, django_capture_on_commit_callbacks
 ):
