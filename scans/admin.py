@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from scans.models import RefreshRun, Scan, StatusChange
+from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, RefreshRun, Scan, StatusChange
 
 
 class StatusChangeInline(admin.TabularInline):
@@ -50,3 +50,24 @@ class RefreshRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    """The outbox, read-only: alerts are written by detection and changed only by sending."""
+
+    list_display = ("created_at", "kind", "subject", "state", "attempts", "sent_at")
+    list_filter = ("kind", "state", "is_digest")
+    search_fields = ("subject", "scan__tracking_id", "scan__label")
+    raw_id_fields = ("scan", "digest")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in Alert._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+admin.site.register(AlertSubscription)
+admin.site.register(AlertMute)
+admin.site.register(AlertSnooze)

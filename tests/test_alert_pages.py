@@ -386,3 +386,19 @@ def test_the_alerts_page_escapes_what_it_shows(viewer_client, settings):
 
     assert "<img src=x" not in body
     assert html.escape("[Scan FAILED] <img src=x onerror=alert(1)>", quote=False) in body
+
+
+def test_superusers_can_browse_and_search_the_outbox_in_the_admin(admin_client):
+    Alert.objects.create(
+        kind=Alert.Kind.API_DOWN,
+        key="api_down:1",
+        subject="[Protecto API DOWN] 3 cycles",
+        body_text="x",
+        body_html="x",
+    )
+
+    listing = admin_client.get("/admin/scans/alert/?q=API+DOWN&state__exact=pending")
+
+    assert listing.status_code == 200
+    assert "[Protecto API DOWN] 3 cycles" in listing.content.decode()
+    assert admin_client.get("/admin/scans/alert/add/").status_code == 403
