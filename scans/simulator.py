@@ -938,11 +938,13 @@ class _Handler(BaseHTTPRequestHandler):
         reply = simulator.handle(self.command, self.path, self.headers, body)
         if reply.delay and simulator._stopping.wait(reply.delay):
             reply = _Reply(drop=True, note="stopped")
+        # Logged before answering: a client that stops the simulator as soon as it has its answer still finds
+        # the line in the log.
+        simulator.log_request(self.command, self.path, reply)
         if reply.drop:
             self.close_connection = True
         else:
             self._send(reply)
-        simulator.log_request(self.command, self.path, reply)
 
     def _send(self, reply: _Reply) -> None:
         body = reply.body()
