@@ -59,8 +59,6 @@ def scan_list(request: HttpRequest) -> HttpResponse:
     if request.htmx and not request.htmx.history_restore_request:
         return render(request, "scans/list.html#scan-table", context)
     context |= {
-        "stats": selectors.dashboard_header_stats(now=now),
-        "header_version": selectors.header_version(),
         "sources": selectors.data_sources(),
         "per_page_choices": selectors.PER_PAGE_CHOICES,
         "sort_choices": selectors.SORT_CHOICES,

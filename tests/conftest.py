@@ -153,3 +153,11 @@ def smtp_server(settings):
     yield inbox
     if inbox.running:
         controller.stop()
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache (the dashboard caches the data source list)."""
+    from django.core.cache import cache
+
+    cache.clear()

@@ -542,10 +542,13 @@ def test_the_header_part_shows_the_counts_and_polls_with_its_own_version(operato
     assert header_poll_url(refreshed) != poll
 
 
-def test_the_full_page_header_polls_the_header_version(operator_client):
-    poll = header_poll_url(get_list(operator_client))
+def test_the_full_page_loads_its_header_separately_and_the_header_polls_its_version(operator_client):
+    page = page_text(get_list(operator_client))
+    header = get_list(operator_client, "?part=header", **HTMX)
 
-    assert poll == f"/?part=header&v={selectors.header_version()}"
+    assert 'hx-get="/?part=header" hx-trigger="load"' in page
+    assert "Failure rate" not in page  # the table is not held up by the 24 h figures
+    assert header_poll_url(header) == f"/?part=header&v={selectors.header_version()}"
 
 
 # --- Query counts ------------------------------------------------------------------------------------------
