@@ -32,15 +32,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(ROOT))
+
+from tests.chromium import CHROMIUM, launch_chromium  # noqa: E402  (needs ROOT on the path)
+
 VIEWPORT = {"width": 1440, "height": 1000}
 USERNAME = "ops"
 PASSWORD = "screenshot-only-pw-9f2c"
@@ -76,7 +71,7 @@ def main() -> int:
     parser.add_argument("--password", default=PASSWORD)
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="directory for the PNG files")
     options = parser.parse_args()
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM.exists():
         print(f"No Chromium at {CHROMIUM}: apt-get install chromium", file=sys.stderr)
         return 2
     options.out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +110,6 @@ def _environment(var_dir: Path) -> dict[str, str]:
 
 def _build_site() -> None:
     """Migrate the temporary database, collect the static files and fill in a realistic day."""
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -311,7 +305,7 @@ def take_screenshots(url: str, username: str, password: str, out: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             # Fixed locale, zone and motion, so the pictures only change when the pages do.
             context = browser.new_context(

@@ -33,7 +33,6 @@ MAX_RETRY_SECONDS = 30 * 60
 FAILED_NEWS_WINDOW = timedelta(hours=24)
 MAX_PER_KIND_PER_CYCLE = 5000
 SCAN_KINDS = (Alert.Kind.FAILED, Alert.Kind.STUCK, Alert.Kind.STUCK_RESOLVED)
-API_KINDS = (Alert.Kind.API_AUTH, Alert.Kind.API_DOWN, Alert.Kind.API_RECOVERED)
 UNHEALTHY = (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED)
 # States of an alert someone was (or will be) told about; a follow-up (resolved, recovered) needs one of these.
 ANNOUNCED = (Alert.State.PENDING, Alert.State.SENT, Alert.State.IN_DIGEST)

@@ -164,10 +164,6 @@ class RefreshRun(models.Model):
     def __str__(self) -> str:
         return f"refresh {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
 
-    @property
-    def duration(self) -> timedelta | None:
-        return _between(self.started_at, self.finished_at)
-
 
 class Alert(models.Model):
     """One alert, written before any send (an outbox row); the send records its outcome on it."""

@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 CANONICAL_STATUSES = ("PENDING", "IN-PROGRESS", "SUCCESS", "FAILED")
 UNKNOWN = "UNKNOWN"
-TERMINAL_STATUSES = ("SUCCESS", "FAILED")
 
 # Longest operator-facing message; longer text is cut so one bad answer cannot flood a page or a log line.
 MESSAGE_LIMIT = 300
@@ -59,11 +58,6 @@ class ScanReport:
     data_source: str
     object_path: str
     raw: dict
-
-    @property
-    def is_terminal(self) -> bool:
-        """True when the scan can no longer change (SUCCESS or FAILED)."""
-        return self.status in TERMINAL_STATUSES
 
 
 class ProtectoError(Exception):

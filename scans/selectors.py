@@ -59,6 +59,15 @@ def stuck_q(now: datetime) -> Q:
     )
 
 
+def scan_is_stuck(scan: Scan, *, now: datetime) -> bool:
+    """The rule of stuck_q for one scan already in memory (for rows being rendered)."""
+    if scan.status == Scan.Status.PENDING and scan.submitted_at:
+        return now - scan.submitted_at > timedelta(minutes=settings.STUCK_PENDING_MINUTES)
+    if scan.status == Scan.Status.IN_PROGRESS and scan.started_at:
+        return now - scan.started_at > timedelta(minutes=settings.STUCK_RUNNING_MINUTES)
+    return False
+
+
 # Sort keys offered in the URL: name -> expression sorted ascending; "-name" sorts descending.
 SORTS = {
     "submitted": lambda now: Coalesce("submitted_at", "created_at"),
@@ -260,10 +269,6 @@ class HeaderStats:
     @property
     def failure_rate(self) -> float | None:
         return self.failed_24h / self.finished_24h if self.finished_24h else None
-
-    @property
-    def busiest_hour(self) -> int:
-        return max((bar.succeeded + bar.failed for bar in self.hours), default=0)
 
     @property
     def api_failing(self) -> bool:

@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 from importlib import import_module
-from pathlib import Path
 
 import pytest
 from django.db.migrations.loader import MigrationLoader
@@ -16,6 +15,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from scans.models import Scan
 from scans.services import scans_refresh_due, scans_track
+from tests.chromium import CHROMIUM, launch_chromium
 from tests.conftest import require_service
 
 pytestmark = [
@@ -24,15 +24,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Long enough for a 1 s poll, the 300 ms search delay and a busy CI machine; failures still show up quickly.
 LIVE_TIMEOUT_MS = 8000
 
@@ -47,7 +38,7 @@ def browser() -> Iterator[Browser]:
         # tests' plain synchronous ORM calls as if they came from async code.
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            chromium = launch_chromium(playwright)
             yield chromium
             chromium.close()
 

@@ -4,8 +4,9 @@ import json
 from datetime import datetime, timedelta
 
 from django import template
-from django.conf import settings
 from django.http import QueryDict
+
+from scans.selectors import scan_is_stuck
 
 register = template.Library()
 
@@ -42,11 +43,7 @@ def status_class(status: str) -> str:
 @register.filter
 def is_stuck(scan, now: datetime) -> bool:
     """Waiting or running longer than the configured limits, by the API's timestamps."""
-    if scan.status == "PENDING" and scan.submitted_at:
-        return now - scan.submitted_at > timedelta(minutes=settings.STUCK_PENDING_MINUTES)
-    if scan.status == "IN-PROGRESS" and scan.started_at:
-        return now - scan.started_at > timedelta(minutes=settings.STUCK_RUNNING_MINUTES)
-    return False
+    return scan_is_stuck(scan, now=now)
 
 
 @register.filter
