@@ -16,8 +16,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from protecto.client import ProtectoAuthError, ProtectoClient, ProtectoError, ScanReport
 from scans.models import TRACKING_ID_MAX_LENGTH, RefreshRun, Scan, StatusChange
-from scans.protecto import ProtectoAuthError, ProtectoClient, ProtectoError, ScanReport
 
 logger = logging.getLogger(__name__)
 

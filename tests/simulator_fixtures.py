@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scans.protecto import ProtectoClient
+from protecto.client import ProtectoClient
 from scans.simulator import ProtectoSimulator, SimulatorConfig
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from scans.protecto import (
+from protecto.client import (
     UNKNOWN,
     ProtectoAuthError,
     ProtectoBadAnswer,
@@ -79,7 +79,7 @@ def test_a_token_echoed_back_by_the_server_is_redacted_from_the_error(simulator,
 def test_retry_warnings_never_contain_the_token(simulator, protecto_client, caplog):
     simulator.fail_next(1, kind="500")
 
-    with caplog.at_level(logging.WARNING, logger="scans.protecto"):
+    with caplog.at_level(logging.WARNING, logger="protecto.client"):
         protecto_client.fetch_status_batch(["scan-a"])
 
     assert any("retrying" in record.getMessage() for record in caplog.records)

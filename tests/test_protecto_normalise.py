@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from scans.protecto import (
+from protecto.client import (
     UNKNOWN,
     ProtectoBadAnswer,
     normalise_status,

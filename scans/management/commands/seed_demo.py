@@ -14,8 +14,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from protecto.client import ProtectoError
 from scans.models import Scan
-from scans.protecto import ProtectoError
 from scans.services import protecto_client_from_settings, scans_refresh_due, scans_track
 
 # (label, data source, object path) of the demo's recurring scan jobs.
