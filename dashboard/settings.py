@@ -4,7 +4,6 @@ Everything that differs between machines comes from the environment (see .env.ex
 a malformed value stops start-up with ImproperlyConfigured naming the variable.
 """
 
-import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -22,22 +21,19 @@ from dashboard.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Reading settings never writes: `make run` (demo/run.py) creates var/, its broker folders and a local secret key.
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var"))).resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+SECRET_KEY_FILE = VAR_DIR / "secret-key"
 
 
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else a random one kept under var/ so sessions survive restarts."""
-    key = env_str("SECRET_KEY").strip()
-    if key:
-        if len(key) < 32:
-            raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long")
-        return key
-    path = VAR_DIR / "secret-key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    """SECRET_KEY from the environment, else the local key `make run` keeps under var/; else stop."""
+    key = env_str("SECRET_KEY") or (SECRET_KEY_FILE.read_text().strip() if SECRET_KEY_FILE.is_file() else "")
+    if not key:
+        raise ImproperlyConfigured("SECRET_KEY must be set (32 or more random characters)")
+    if len(key) < 32:
+        raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long")
+    return key
 
 
 SECRET_KEY = _secret_key()
@@ -141,18 +137,18 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- Protecto ---------------------------------------------------------------------------------------------
-# With no PROTECTO_API_URL the dashboard runs against the bundled simulator and says so on every page.
+# Demo mode is explicit (`make run` turns it on when PROTECTO_API_URL is unset): the API is the simulator of
+# demo/ on SIMULATOR_PORT, its token is not a secret, and alert mail goes to the console. Without demo mode a
+# missing PROTECTO_API_URL stops start-up instead of quietly polling nothing.
+DEMO_MODE = env_bool("DEMO_MODE", False)
 SIMULATOR_PORT = env_int("SIMULATOR_PORT", 8765, minimum=1, maximum=65535)
-PROTECTO_API_URL = env_url("PROTECTO_API_URL")
-DEMO_MODE = not PROTECTO_API_URL
-if DEMO_MODE:
-    PROTECTO_API_URL = f"http://127.0.0.1:{SIMULATOR_PORT}"
-# The simulator's token is not a secret; a real tenant's token only ever comes from the environment.
+PROTECTO_API_URL = env_url("PROTECTO_API_URL", f"http://127.0.0.1:{SIMULATOR_PORT}" if DEMO_MODE else "")
+if not PROTECTO_API_URL:
+    raise ImproperlyConfigured("PROTECTO_API_URL must be set (or DEMO_MODE=true for the bundled simulator)")
 PROTECTO_AUTH_TOKEN = env_str("PROTECTO_AUTH_TOKEN", "simulator-token" if DEMO_MODE else "")
-if not PROTECTO_AUTH_TOKEN.strip():
+if not PROTECTO_AUTH_TOKEN:
     raise ImproperlyConfigured("PROTECTO_AUTH_TOKEN must be set when PROTECTO_API_URL is set")
 PROTECTO_STATUS_PATH = env_path("PROTECTO_STATUS_PATH", "/data-scan-status")
-PROTECTO_SUBMIT_PATH = env_path("PROTECTO_SUBMIT_PATH", "/data-scan-async")
 PROTECTO_BATCH_SIZE = env_int("PROTECTO_BATCH_SIZE", 100, minimum=1, maximum=1000)
 PROTECTO_TIMEOUT_SECONDS = env_float("PROTECTO_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 PROTECTO_MAX_RETRIES = env_int("PROTECTO_MAX_RETRIES", 3, minimum=0, maximum=10)
@@ -191,11 +187,12 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
 else:
-    CELERY_QUEUE_DIR.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    # Every folder the transport writes is under var/ (without control_folder kombu writes ./control).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_QUEUE_DIR),
         "data_folder_out": str(CELERY_QUEUE_DIR),
+        "control_folder": str(CELERY_QUEUE_DIR / "control"),
     }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -21,7 +21,6 @@ from django.utils import timezone
 
 from scans.emails import alerts_url, message_for, render_email, scan_url
 from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, RefreshRun, Scan
-from scans.selectors import stuck_q
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def _scan_context(scan: Scan, now: datetime) -> dict:
 
 
 def _candidates(kind: str, now: datetime, suppression: _Suppression):
-    tracked = Scan.objects.filter(archived_at__isnull=True)
+    tracked = Scan.objects.tracked()
     if kind == Alert.Kind.FAILED:
         # By the API's end time where it gave one: a scan tracked today that failed last week changes status in
         # our records now (last_changed_at), but it is old news.
@@ -102,11 +101,9 @@ def _candidates(kind: str, now: datetime, suppression: _Suppression):
             status=Scan.Status.FAILED, failed_at__gte=now - FAILED_NEWS_WINDOW
         )
     elif kind == Alert.Kind.STUCK:
-        scans = tracked.filter(stuck_q(now))
+        scans = tracked.stuck(now)
     else:  # resolved: a scan we told someone was stuck has finished (a muted or snoozed stuck alert was not told)
-        scans = Scan.objects.filter(
-            status__in=Scan.TERMINAL, alerts__kind=Alert.Kind.STUCK, alerts__state__in=ANNOUNCED
-        )
+        scans = Scan.objects.finished().filter(alerts__kind=Alert.Kind.STUCK, alerts__state__in=ANNOUNCED)
     already = Alert.objects.filter(scan=OuterRef("pk"), kind=kind)
     if kind == Alert.Kind.STUCK:
         # Being stuck goes on: held back by a snooze, it is alerted when the snooze ends if it still is.

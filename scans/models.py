@@ -1,7 +1,10 @@
 """Scans tracked by ops staff, the transitions observed on each, and the poller's own runs."""
 
-from datetime import timedelta
+from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
@@ -11,6 +14,73 @@ from django.utils import timezone
 TRACKING_ID_MAX_LENGTH = 128
 # Protecto's IDs are UUIDs (2024) or UUID-plus-digits (2025); the contract only promises this alphabet.
 TRACKING_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+def stuck_limits() -> tuple[timedelta, timedelta]:
+    """How long a scan may stay PENDING (since submission) and IN-PROGRESS (since its start) before it is stuck."""
+    return timedelta(minutes=settings.STUCK_PENDING_MINUTES), timedelta(minutes=settings.STUCK_RUNNING_MINUTES)
+
+
+def stuck_condition(now: datetime) -> Q:
+    """The stuck rule in SQL: waiting or running longer than the limits, by the API's own timestamps.
+
+    Its row-level twin is Scan.is_stuck(); change both together.
+    """
+    pending_limit, running_limit = stuck_limits()
+    return Q(status=Scan.Status.PENDING, submitted_at__lt=now - pending_limit) | Q(
+        status=Scan.Status.IN_PROGRESS, started_at__lt=now - running_limit
+    )
+
+
+class ScanQuerySet(models.QuerySet):
+    """The domain's vocabulary for sets of scans: every layer asks these instead of spelling the filters."""
+
+    def tracked(self) -> ScanQuerySet:
+        """Not archived: shown by default and, unless final, polled."""
+        return self.filter(archived_at__isnull=True)
+
+    def archived(self) -> ScanQuerySet:
+        """Archived: out of the default list and never polled."""
+        return self.filter(archived_at__isnull=False)
+
+    def active(self) -> ScanQuerySet:
+        """Tracked and not final: the scans a refresh still polls."""
+        return self.tracked().filter(status__in=Scan.ACTIVE)
+
+    def finished(self) -> ScanQuerySet:
+        """SUCCESS or FAILED: never polled again."""
+        return self.filter(status__in=Scan.TERMINAL)
+
+    def due(self, now: datetime) -> ScanQuerySet:
+        """Active scans whose next check has come.
+
+        A scan checked one interval ago is due at this tick even if the tick fires a moment early: without the
+        grace, beat's jitter would skip it to the tick after and double its check interval.
+        """
+        grace = timedelta(seconds=min(5.0, settings.REFRESH_INTERVAL_SECONDS / 5))
+        return self.active().filter(next_check_at__lte=now + grace)
+
+    def stuck(self, now: datetime) -> ScanQuerySet:
+        """Scans past the stuck limits (see stuck_condition)."""
+        return self.filter(stuck_condition(now))
+
+    def write(self, **changes) -> int:
+        """Update the rows and bump updated_at, which tells open pages that something changed; return the count.
+
+        Every change a user may see goes through here (or through Scan.objects.write_each for per-row values).
+        """
+        return self.update(updated_at=timezone.now(), **changes)
+
+
+class ScanManager(models.Manager.from_queryset(ScanQuerySet)):
+    """Scan.objects: the queryset vocabulary, plus the bulk write that bumps updated_at."""
+
+    def write_each(self, scans: list[Scan], fields: list[str]) -> None:
+        """Save per-row values of `fields` for many scans in few queries, bumping updated_at like write()."""
+        stamp = timezone.now()
+        for scan in scans:
+            scan.updated_at = stamp
+        self.bulk_update(scans, [*fields, "updated_at"], batch_size=1000)
 
 
 class Scan(models.Model):
@@ -54,11 +124,13 @@ class Scan(models.Model):
     # Set by the refresh that claimed this scan, so only that refresh writes the answer back.
     claim_token = models.CharField(max_length=32, blank=True, editable=False)
     archived_at = models.DateTimeField(null=True, blank=True)
-    # Bumped by every write; its maximum tells a polling page whether anything changed since it last looked.
+    # Bumped by every write (ScanQuerySet.write); its maximum tells a polling page whether anything changed.
     updated_at = models.DateTimeField(default=timezone.now)
 
+    objects = ScanManager()
+
+    # No default ordering: every list states its own, so no query pays for a sort it did not ask for.
     class Meta:
-        ordering = ["-created_at", "-pk"]
         permissions = [("operate_scans", "Can add, refresh, label and archive scans")]
         indexes = [
             models.Index(fields=["updated_at"], name="scan_updated"),
@@ -87,7 +159,17 @@ class Scan(models.Model):
 
     @property
     def is_final(self) -> bool:
+        """SUCCESS or FAILED: the scan will not change again."""
         return self.status in self.TERMINAL
+
+    def is_stuck(self, now: datetime) -> bool:
+        """The stuck rule for one scan in memory: the row-level twin of stuck_condition()."""
+        pending_limit, running_limit = stuck_limits()
+        if self.status == self.Status.PENDING and self.submitted_at:
+            return now - self.submitted_at > pending_limit
+        if self.status == self.Status.IN_PROGRESS and self.started_at:
+            return now - self.started_at > running_limit
+        return False
 
     @property
     def queue_wait(self) -> timedelta | None:

@@ -6,14 +6,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Max, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils.functional import cached_property
 
-from scans.models import Alert, RefreshRun, Scan, StatusChange
+from scans.models import Alert, RefreshRun, Scan, StatusChange, stuck_condition
 
 STUCK = "STUCK"
 PER_PAGE_CHOICES = (25, 50, 100)
@@ -48,24 +47,6 @@ class SecondsBetween(Func):
 
 def run_seconds() -> SecondsBetween:
     return SecondsBetween(F("ended_at"), F("started_at"))
-
-
-def stuck_q(now: datetime) -> Q:
-    """Scans waiting or running longer than the configured limits, by the API's own timestamps."""
-    pending_since = now - timedelta(minutes=settings.STUCK_PENDING_MINUTES)
-    running_since = now - timedelta(minutes=settings.STUCK_RUNNING_MINUTES)
-    return Q(status=Scan.Status.PENDING, submitted_at__lt=pending_since) | Q(
-        status=Scan.Status.IN_PROGRESS, started_at__lt=running_since
-    )
-
-
-def scan_is_stuck(scan: Scan, *, now: datetime) -> bool:
-    """The rule of stuck_q for one scan already in memory (for rows being rendered)."""
-    if scan.status == Scan.Status.PENDING and scan.submitted_at:
-        return now - scan.submitted_at > timedelta(minutes=settings.STUCK_PENDING_MINUTES)
-    if scan.status == Scan.Status.IN_PROGRESS and scan.started_at:
-        return now - scan.started_at > timedelta(minutes=settings.STUCK_RUNNING_MINUTES)
-    return False
 
 
 # Sort keys offered in the URL: name -> expression sorted ascending; "-name" sorts descending.
@@ -120,7 +101,7 @@ def _day_start(day: date) -> datetime:
 
 def scans_matching(*, filters: ScanFilters) -> QuerySet[Scan]:
     """Scans matching every filter except the status (the chips count per status over this set)."""
-    qs = Scan.objects.filter(archived_at__isnull=not filters.archived)
+    qs = Scan.objects.archived() if filters.archived else Scan.objects.tracked()
     if filters.q:
         qs = qs.filter(Q(tracking_id__icontains=filters.q) | Q(label__icontains=filters.q))
     if filters.source:
@@ -137,7 +118,7 @@ def scan_status_counts(qs: QuerySet[Scan], *, now: datetime) -> dict[str, int]:
     by_status = {
         key: Count("pk", filter=Q(status=status)) for key, _, status in CHIPS if status and status != STUCK
     }
-    return qs.aggregate(all=Count("pk"), stuck=Count("pk", filter=stuck_q(now)), **by_status)
+    return qs.aggregate(all=Count("pk"), stuck=Count("pk", filter=stuck_condition(now)), **by_status)
 
 
 def tracked_status_counts(*, now: datetime) -> dict[str, int]:
@@ -145,17 +126,17 @@ def tracked_status_counts(*, now: datetime) -> dict[str, int]:
 
     Same keys as scan_status_counts; faster on the whole table than its one-pass FILTER aggregate.
     """
-    tracked = Scan.objects.filter(archived_at__isnull=True).order_by()
+    tracked = Scan.objects.tracked()
     by_status = dict(tracked.values_list("status").annotate(n=Count("pk")))
     counts = {key: by_status.get(status, 0) for key, _, status in CHIPS if status and status != STUCK}
     counts["all"] = sum(by_status.values())
-    counts["stuck"] = tracked.filter(stuck_q(now)).count()
+    counts["stuck"] = tracked.stuck(now).count()
     return counts
 
 
 def _with_status(qs: QuerySet[Scan], status: str, now: datetime) -> QuerySet[Scan]:
     if status == STUCK:
-        return qs.filter(stuck_q(now))
+        return qs.stuck(now)
     return qs.filter(status=status) if status else qs
 
 
@@ -163,7 +144,7 @@ def _ordered(qs: QuerySet[Scan], sort: str, now: datetime) -> QuerySet[Scan]:
     if sort == PROBLEMS_FIRST:
         rank = Case(
             When(status=Scan.Status.FAILED, then=Value(0)),
-            When(stuck_q(now), then=Value(1)),
+            When(stuck_condition(now), then=Value(1)),
             default=Value(2),
             output_field=IntegerField(),
         )
@@ -291,8 +272,8 @@ def dashboard_header_stats(*, now: datetime) -> HeaderStats:
     stats.hours = [HourBar(start=first_hour + timedelta(hours=n)) for n in range(24)]
     run_times: list[float] = []
     finished = (
-        Scan.objects.filter(ended_at__gte=first_hour, status__in=Scan.TERMINAL)
-        .order_by()  # the model's default order would make the database walk every scan by created_at
+        Scan.objects.finished()
+        .filter(ended_at__gte=first_hour)
         .annotate(seconds=run_seconds())
         .values_list("status", "ended_at", "seconds")
     )

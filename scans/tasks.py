@@ -3,7 +3,8 @@
 from celery import shared_task
 
 from scans.alerts import alerts_run
-from scans.services import request_alert_send, scans_refresh_due
+from scans.refresh import scans_refresh_due
+from scans.services import request_alert_send
 
 
 @shared_task(acks_late=True, soft_time_limit=270, time_limit=300, ignore_result=True)

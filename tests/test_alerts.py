@@ -13,7 +13,8 @@ from django.db import connection
 
 from scans.alerts import alerts_detect, alerts_run, alerts_send_due, alerts_snooze, scans_mute
 from scans.models import Alert, AlertSubscription, RefreshRun, Scan
-from scans.services import scans_refresh_due, scans_track
+from scans.refresh import scans_refresh_due
+from scans.services import scans_track
 from tests.helpers import make_scan
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,8 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from scans.models import Scan
-from scans.services import scans_refresh_due, scans_track
+from scans.refresh import scans_refresh_due
+from scans.services import scans_track
 from tests.chromium import CHROMIUM, launch_chromium
 from tests.conftest import require_service
 

@@ -43,7 +43,15 @@ def test_the_scan_list_shows_status_durations_and_errors(operator_client):
     assert "2m 30s" in page  # queue wait
     assert "8m 05s" in page  # run time
     assert ">Permission denied reading CustomerDB</span>" in page  # the first line only; the rest on hover
-    assert "Demo data" in page
+
+
+@pytest.mark.parametrize("demo_mode", [True, False])
+def test_only_demo_mode_says_demo_data(operator_client, settings, demo_mode):
+    settings.DEMO_MODE = demo_mode
+
+    page = operator_client.get(reverse("scans:list")).content.decode()
+
+    assert ("Demo data" in page) is demo_mode
 
 
 def test_an_api_error_with_html_is_rendered_escaped(operator_client):

@@ -10,7 +10,8 @@ from django.db import connection
 from django.utils import timezone
 
 from scans.models import RefreshRun, Scan, StatusChange
-from scans.services import protecto_client_from_settings, scans_refresh_due, scans_track
+from scans.refresh import protecto_client_from_settings, scans_refresh_due
+from scans.services import scans_track
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from scans.models import Scan, StatusChange
-from scans.services import scans_refresh_due
+from scans.refresh import scans_refresh_due
 from tests.helpers import has_scan_poller, listed_ids, make_scan, page_text, scan_poll_url
 
 pytestmark = pytest.mark.django_db

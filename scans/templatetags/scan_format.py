@@ -6,8 +6,6 @@ from datetime import datetime, timedelta
 from django import template
 from django.http import QueryDict
 
-from scans.selectors import scan_is_stuck
-
 register = template.Library()
 
 STATUS_CLASSES = {"PENDING": "pending", "IN-PROGRESS": "running", "SUCCESS": "success", "FAILED": "failed"}
@@ -43,7 +41,7 @@ def status_class(status: str) -> str:
 @register.filter
 def is_stuck(scan, now: datetime) -> bool:
     """Waiting or running longer than the configured limits, by the API's timestamps."""
-    return scan_is_stuck(scan, now=now)
+    return scan.is_stuck(now)
 
 
 @register.filter

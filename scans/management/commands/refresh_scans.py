@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from scans.models import RefreshRun
-from scans.services import scans_refresh_due
+from scans.refresh import scans_refresh_due
 
 
 class Command(BaseCommand):

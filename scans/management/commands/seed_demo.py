@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from protecto.client import ProtectoError
 from scans.models import Scan
-from scans.services import protecto_client_from_settings, scans_refresh_due, scans_track
+from scans.refresh import protecto_client_from_settings, scans_refresh_due
+from scans.services import scans_track
 
 # (label, data source, object path) of the demo's recurring scan jobs.
 JOBS = [
