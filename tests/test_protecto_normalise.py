@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from protecto.client import (
+from protecto import (
     UNKNOWN,
     ProtectoBadAnswer,
     normalise_status,
     parse_status_answer,
     parse_submit_answer,
     parse_timestamp,
-    retry_after_seconds,
 )
+from protecto.answers import retry_after_seconds
 
 ID_2024 = "47882682-9f38-4f45-afec-daadaa1b230b"
 ID_2025 = "354d2d30-178a-4220-9ce5-97908aa5713015052025072328"
