@@ -11,8 +11,9 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY . .
-# collectstatic needs settings but no database, broker or real token.
-RUN SECRET_KEY=collectstatic-only-not-a-real-key-0123456789 python manage.py collectstatic --noinput --verbosity 0 \
+# collectstatic needs settings but no database, broker or real API: the Protecto values are placeholders.
+RUN SECRET_KEY=collectstatic-only-not-a-real-key-0123456789 PROTECTO_API_URL=http://collectstatic.invalid \
+    PROTECTO_AUTH_TOKEN=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
     && useradd --system --uid 10001 --home-dir /app scans \
     && mkdir -p /app/var \
     && chown -R scans /app/var

@@ -25,9 +25,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 
 ## run: install, migrate, create a login if none, start web + worker + beat (+ simulator in demo mode)
 run: $(VENV)/.runtime
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) manage.py run_dashboard
+	$(PY) -m demo.run
 
 ## test: install the test tools and run the whole suite
 test: $(VENV)/.dev

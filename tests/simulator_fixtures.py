@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from demo.simulator import ProtectoSimulator, SimulatorConfig
 from protecto.client import ProtectoClient
-from scans.simulator import ProtectoSimulator, SimulatorConfig
 
 
 def fast_config(**changes: object) -> SimulatorConfig:

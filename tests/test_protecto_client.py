@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
-from protecto.client import (
+from demo.simulator import ProtectoSimulator
+from protecto import (
     UNKNOWN,
     ProtectoAuthError,
     ProtectoBadAnswer,
@@ -18,7 +18,7 @@ from protecto.client import (
     ProtectoError,
     ProtectoUnavailable,
 )
-from scans.simulator import ProtectoSimulator
+from tests.ports import free_port
 from tests.simulator_fixtures import fast_config
 
 
@@ -27,13 +27,6 @@ def client_for(simulator: ProtectoSimulator, **options: object) -> ProtectoClien
     settings = {"base_url": simulator.url, "token": simulator.config.token, "timeout": 2, "backoff": 0.01}
     settings.update(options)
     return ProtectoClient(**settings)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    """A local port that nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_bearer_token_and_json_headers_are_sent(simulator, protecto_client):

@@ -1,4 +1,5 @@
-"""The Protecto simulator: scans progressing on a clock, the contract's quirks, faults, control and command."""
+"""The Protecto simulator (demo/simulator): scans progressing on a clock, the contract's quirks, faults, control
+endpoints and its command line."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.core.management import CommandError, call_command
 
-from scans.simulator import FAILURE_MESSAGES, ProtectoSimulator, SimulatorConfig
+import demo.simulator.__main__ as simulator_cli
+from demo.simulator import FAILURE_MESSAGES, ProtectoSimulator, SimulatorConfig
 from tests.simulator_fixtures import fast_config
 
 T0 = datetime(2025, 5, 15, 7, 23, 28, tzinfo=UTC)
@@ -514,7 +515,7 @@ def test_the_context_manager_starts_and_stops_the_server():
         requests.put(f"{url}/data-scan-status", json=["a"], timeout=1)
 
 
-# --- management command ------------------------------------------------------------------------------------------
+# --- command line (python -m demo.simulator) ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -527,11 +528,32 @@ def test_the_context_manager_starts_and_stops_the_server():
         (["--running-seconds", "9,1"], "running_seconds"),
         (["--latency", "-1"], "latency"),
         (["--token", ""], "token"),
+        (["--shape", "2023"], "--shape"),
+        (["--no-such-option"], "--no-such-option"),
     ],
 )
-def test_the_command_refuses_bad_options_with_a_clear_message(args, message):
-    with pytest.raises(CommandError, match=message):
-        call_command("protecto_simulator", *args)
+def test_the_command_refuses_bad_options_with_one_clear_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(simulator_cli.main(args))
+
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("given", "environ", "expected"),
+    [
+        ("from-option", {"SIMULATOR_TOKEN": "from-env"}, "from-option"),
+        (None, {"SIMULATOR_TOKEN": "from-env", "DEMO_MODE": "true", "PROTECTO_AUTH_TOKEN": "t"}, "from-env"),
+        (None, {"DEMO_MODE": "true", "PROTECTO_AUTH_TOKEN": "dashboard-token"}, "dashboard-token"),
+        # Outside demo mode the dashboard's token may be a real tenant's secret: never hand it to a simulator.
+        (None, {"DEMO_MODE": "false", "PROTECTO_AUTH_TOKEN": "real-secret"}, "simulator-token"),
+        (None, {}, "simulator-token"),
+    ],
+)
+def test_the_command_picks_its_token_in_a_fixed_order(given, environ, expected):
+    assert simulator_cli.token_from(given, environ) == expected
 
 
 def _read_line(stream, timeout: float) -> str:
@@ -543,10 +565,11 @@ def _read_line(stream, timeout: float) -> str:
     return lines[0] if lines else ""
 
 
-def test_the_command_serves_until_interrupted_and_exits_cleanly():
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_the_command_serves_until_stopped_and_exits_cleanly(stop_signal):
     env = {**os.environ, "SIMULATOR_TOKEN": "command-token", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "protecto_simulator", "--port", "0", "--shape", "2025", "--seed", "3"],
+        [sys.executable, "-m", "demo.simulator", "--port", "0", "--shape", "2025", "--seed", "3"],
         cwd=BASE_DIR,
         env=env,
         stdout=subprocess.PIPE,
@@ -564,7 +587,7 @@ def test_the_command_serves_until_interrupted_and_exits_cleanly():
             timeout=2,
         )
         assert response.status_code == 200 and response.json()["success"] is True
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         _, stderr = process.communicate(timeout=10)
     finally:
         if process.poll() is None:
@@ -579,7 +602,7 @@ def test_the_command_serves_until_interrupted_and_exits_cleanly():
 
 def test_the_command_exits_non_zero_without_a_traceback_on_a_bad_option():
     result = subprocess.run(
-        [sys.executable, "manage.py", "protecto_simulator", "--error-rate", "2"],
+        [sys.executable, "-m", "demo.simulator", "--error-rate", "2"],
         cwd=BASE_DIR,
         capture_output=True,
         text=True,
@@ -587,5 +610,21 @@ def test_the_command_exits_non_zero_without_a_traceback_on_a_bad_option():
     )
 
     assert result.returncode != 0
+    assert result.stderr.count("\n") == 1
     assert "error_rate must be a number between 0 and 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_command_exits_non_zero_with_one_line_when_its_port_is_taken():
+    with ProtectoSimulator(fast_config()) as squatter:
+        port = squatter.url.rsplit(":", 1)[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "demo.simulator", "--port", port],
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and f"could not listen on 127.0.0.1:{port}" in result.stderr

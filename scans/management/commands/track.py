@@ -1,13 +1,11 @@
 """python manage.py track ID [ID ...] [--file PATH|-] [--label TEXT]: start tracking scans."""
 
-import re
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from scans.forms import split_ids
 from scans.services import scans_track
-
-_SEPARATORS = re.compile(r"[\s,;]+")
 
 
 class Command(BaseCommand):
@@ -59,8 +57,7 @@ def _read_ids(path: str) -> list[str]:
         raise CommandError(f"Cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise CommandError(f"{path} is not UTF-8 text") from None
-    # One ID per line is the common case; lines may also hold several IDs separated by commas or spaces.
-    return [part for part in _SEPARATORS.split(text) if part]
+    return split_ids(text)
 
 
 def _shown(raw: str) -> str:

@@ -1,17 +1,21 @@
-"""python manage.py seed_demo: fill an empty demo dashboard with scans from the running simulator.
+"""Demo data: fill an empty demo dashboard with scans from the running simulator (demo mode only).
 
-A day of finished scans is pinned in the simulator with past timestamps, a few long-running ones are planned
-to stay busy, and the rest are started through the simulator's Data Scan Async endpoint exactly as a real
-client would start them; they move from PENDING to SUCCESS or FAILED within a minute or two.
+A day of finished scans is pinned in the simulator with past timestamps, a few long-running ones are planned to
+stay busy, and the rest are started through the simulator's Data Scan Async endpoint exactly as a real client
+would start them; they move from PENDING to SUCCESS or FAILED within a minute or two. Everything is tracked
+through the product's own services, then refreshed once so the dashboard opens with statuses.
 """
 
+from __future__ import annotations
+
 import random
+import sys
 import uuid
 from datetime import timedelta
+from typing import Any, TextIO
 
 import requests
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from protecto.client import ProtectoError
@@ -39,35 +43,41 @@ LONG_RUNNING = 3
 LIVE = 23
 
 
-class Command(BaseCommand):
-    help = "Register demo scans with the running Protecto simulator (demo mode only; only when none are tracked)."
-
-    def add_arguments(self, parser) -> None:
-        parser.add_argument("--force", action="store_true", help="add demo scans even when some are tracked")
-
-    def handle(self, *args, **options) -> None:
-        if not settings.DEMO_MODE:
-            raise CommandError("seed_demo only runs in demo mode (PROTECTO_API_URL unset), never against a tenant")
-        if Scan.objects.exists() and not options["force"]:
-            self.stdout.write("Scans are tracked already; no demo scans added.")
-            return
-        rng = random.Random()
-        specs = _finished_specs(rng) + _long_running_specs(rng)
-        _pin_in_simulator(specs)
-        started = _start_live_scans(rng)
-        for label, _, _ in JOBS:
-            ids = [spec["tracking_id"] for spec in specs if spec["label"] == label]
-            ids += [tracking_id for tracking_id, job_label in started if job_label == label]
-            scans_track(ids=ids, label=label)
-        # A first refresh now, so the dashboard opens with statuses rather than a page of UNKNOWN.
-        run = scans_refresh_due()
-        self.stdout.write(
-            f"Demo: {FINISHED} finished, {LONG_RUNNING} long-running and {len(started)} new scans registered; "
-            f"first refresh: {run.get_outcome_display()}."
-        )
+class DemoError(RuntimeError):
+    """The demo cannot be seeded; the message says why in one line."""
 
 
-def _finished_specs(rng: random.Random) -> list[dict]:
+def seed_demo(*, out: TextIO | None = None, rng: random.Random | None = None) -> int:
+    """Register the demo's scans with the simulator and track them; return how many were added.
+
+    Adds nothing (and returns 0) when any scan is tracked already, so running it at every start is harmless.
+    Refuses outside demo mode: the demo's scans must never be started on a real tenant.
+    """
+    out = out or sys.stdout
+    if not settings.DEMO_MODE:
+        raise DemoError("demo scans are only added in demo mode (DEMO_MODE=true), never against a real tenant")
+    if Scan.objects.exists():
+        out.write("Scans are tracked already; no demo scans added.\n")
+        return 0
+    rng = rng or random.Random()
+    specs = _finished_specs(rng) + _long_running_specs(rng)
+    _pin_in_simulator(specs)
+    started = _start_live_scans(rng)
+    for label, _, _ in JOBS:
+        ids = [spec["tracking_id"] for spec in specs if spec["label"] == label]
+        ids += [tracking_id for tracking_id, job_label in started if job_label == label]
+        scans_track(ids=ids, label=label)
+    # A first refresh now, so the dashboard opens with statuses rather than a page of UNKNOWN.
+    run = scans_refresh_due()
+    out.write(
+        f"Demo: {FINISHED} finished, {LONG_RUNNING} long-running and {len(started)} new scans registered; "
+        f"first refresh: {run.get_outcome_display()}.\n"
+    )
+    return len(specs) + len(started)
+
+
+def _finished_specs(rng: random.Random) -> list[dict[str, Any]]:
+    """Scans that ended during the last day, pinned in the simulator as SUCCESS or FAILED."""
     now = timezone.now()
     specs = []
     for n in range(FINISHED):
@@ -92,7 +102,8 @@ def _finished_specs(rng: random.Random) -> list[dict]:
     return specs
 
 
-def _long_running_specs(rng: random.Random) -> list[dict]:
+def _long_running_specs(rng: random.Random) -> list[dict[str, Any]]:
+    """Scans planned to stay IN-PROGRESS for hours, so the dashboard always has something running."""
     specs = []
     for n in range(LONG_RUNNING):
         label, source, objects = JOBS[(n + 2) % len(JOBS)]
@@ -109,7 +120,8 @@ def _long_running_specs(rng: random.Random) -> list[dict]:
     return specs
 
 
-def _pin_in_simulator(specs: list[dict]) -> None:
+def _pin_in_simulator(specs: list[dict[str, Any]]) -> None:
+    """Hand the scans to the simulator's control endpoint (the real API has no such thing)."""
     body = [{key: value for key, value in spec.items() if key != "label"} for spec in specs]
     try:
         response = requests.post(
@@ -119,14 +131,15 @@ def _pin_in_simulator(specs: list[dict]) -> None:
             timeout=10,
         )
     except requests.RequestException as exc:
-        raise CommandError(f"the simulator did not answer at {settings.PROTECTO_API_URL}: {exc}") from None
+        raise DemoError(f"the simulator did not answer at {settings.PROTECTO_API_URL}: {exc}") from None
     if response.status_code >= 300:
-        raise CommandError(
+        raise DemoError(
             f"the simulator refused the demo scans (HTTP {response.status_code}): {response.text[:200]}"
         )
 
 
 def _start_live_scans(rng: random.Random) -> list[tuple[str, str]]:
+    """Start scans through Data Scan Async as a real client would; (tracking ID, job label) of each."""
     started = []
     with protecto_client_from_settings() as client:
         for n in range(LIVE):
@@ -137,6 +150,6 @@ def _start_live_scans(rng: random.Random) -> list[tuple[str, str]]:
                     data_source_name=source, object_name=objects, data_samples=samples
                 )
             except ProtectoError as exc:
-                raise CommandError(f"starting a demo scan failed: {exc}") from None
+                raise DemoError(f"starting a demo scan failed: {exc}") from None
             started.append((tracking_id, label))
     return started
