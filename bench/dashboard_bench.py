@@ -65,6 +65,8 @@ def main() -> int:
     var_dir = args.keep or tempfile.mkdtemp(prefix="dashboard-bench-")
     os.environ["VAR_DIR"] = var_dir
     os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    # Nothing here talks to Protecto: demo mode only spares the benchmark a tenant URL and token.
+    os.environ.update(DEMO_MODE="true", SECRET_KEY="dashboard-bench-only-" + uuid.uuid4().hex)
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("DEBUG", None)
     database = None
@@ -168,14 +170,10 @@ def _fill(total: int) -> dict[str, int]:
     }
 
 
-def _scan(rng: random.Random, now: datetime, status: str):
-    from scans.models import Scan
-
-    tracking_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    if rng.random() < 0.2:  # the 2025 shape: a UUID and a DDMMYYYYHHMMSS stamp
-        tracking_id += now.strftime("%d%m%Y%H%M%S")
-    source = rng.choice(SOURCES)
-    path = "/".join(rng.sample(["CustomerDB", "public", "orders", "HR", "events", "2026", "exports"], 3))
+def _scan_times(
+    rng: random.Random, now: datetime, status: str
+) -> tuple[datetime, datetime | None, datetime | None]:
+    """(submitted, started, ended) as the API would report them for a scan in this status."""
     started = ended = None
     if status == "PENDING":
         # Most waiting scans were submitted minutes ago; a tenth have waited past the stuck limit.
@@ -189,22 +187,37 @@ def _scan(rng: random.Random, now: datetime, status: str):
             started = submitted + timedelta(seconds=rng.lognormvariate(4, 1))
             ended = min(started + timedelta(seconds=rng.lognormvariate(6, 1.2)), now - timedelta(seconds=1))
             started = min(started, ended)
+    return submitted, started, ended
+
+
+def _answer(tracking_id: str, raw_status: str, times: tuple, error: str) -> dict:
+    """The raw status item the API would have sent (2024 shape)."""
+    shown = [value.strftime("%Y-%m-%d %H:%M:%S.%f") if value else "-" for value in times]
+    return {
+        "tracking_id": tracking_id,
+        "status": raw_status,
+        "submitted_at": shown[0],
+        "process_started_at": shown[1],
+        "process_ended_at": shown[2],
+        "error_msg": error or "-",
+    }
+
+
+def _scan(rng: random.Random, now: datetime, status: str):
+    from scans.models import Scan
+
+    tracking_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    if rng.random() < 0.2:  # the 2025 shape: a UUID and a DDMMYYYYHHMMSS stamp
+        tracking_id += now.strftime("%d%m%Y%H%M%S")
+    source = rng.choice(SOURCES)
+    path = "/".join(rng.sample(["CustomerDB", "public", "orders", "HR", "events", "2026", "exports"], 3))
+    submitted, started, ended = _scan_times(rng, now, status)
     created = submitted + timedelta(seconds=rng.uniform(1, 20))
     final = status in ("SUCCESS", "FAILED")
     checked = min(now, (ended or now) + timedelta(seconds=rng.uniform(0, 30))) if final else now
-    error = ""
-    if status == "FAILED":
-        error = rng.choice(FAILURES).format(source=source, path=path)
+    error = rng.choice(FAILURES).format(source=source, path=path) if status == "FAILED" else ""
     raw_status = {"UNKNOWN": rng.choice(["QUEUED", "CANCELLED", ""])}.get(status, status)
     archived = now - timedelta(days=1) if final and rng.random() < 0.02 else None
-    answer = {
-        "tracking_id": tracking_id,
-        "status": raw_status,
-        "submitted_at": submitted.strftime("%Y-%m-%d %H:%M:%S.%f"),
-        "process_started_at": started.strftime("%Y-%m-%d %H:%M:%S.%f") if started else "-",
-        "process_ended_at": ended.strftime("%Y-%m-%d %H:%M:%S.%f") if ended else "-",
-        "error_msg": error or "-",
-    }
     return Scan(
         tracking_id=tracking_id,
         status=status,
@@ -216,7 +229,7 @@ def _scan(rng: random.Random, now: datetime, status: str):
         label=rng.choice(LABELS) if rng.random() < 0.9 else "",
         data_source=source,
         object_path=path,
-        last_raw_answer=answer,
+        last_raw_answer=_answer(tracking_id, raw_status, (submitted, started, ended), error),
         created_at=created,
         last_checked_at=checked,
         last_changed_at=ended or started or created,
@@ -226,11 +239,14 @@ def _scan(rng: random.Random, now: datetime, status: str):
     )
 
 
+HTMX = {"HTTP_HX_REQUEST": "true"}
+FILTERED = f"/?status=FAILED&q={SEARCH}&sort=-run_time&per=50"
+
+
 def _measure(*, explain: bool) -> bool:
+    """Time each request, count the partial's queries and compare with the targets; True when all are met."""
     from django.contrib.auth.models import Group, User
-    from django.db import connection
     from django.test import Client
-    from django.test.utils import CaptureQueriesContext
 
     from scans import selectors
     from scans.models import Scan
@@ -239,24 +255,36 @@ def _measure(*, explain: bool) -> bool:
     operator.groups.add(Group.objects.get(name="Operators"))
     client = Client()
     client.force_login(operator)
-    htmx = {"HTTP_HX_REQUEST": "true"}
-
-    filtered = f"/?status=FAILED&q={SEARCH}&sort=-run_time&per=50"
     matches = (
         selectors.scans_matching(filters=selectors.ScanFilters(q=SEARCH)).filter(status=Scan.Status.FAILED).count()
     )
-    version = selectors.scans_version()
-    cases = [
-        ("(a) filtered partial (htmx)", filtered, htmx, 200),
-        ("(b) filtered full page", filtered, {}, 200),
-        ("(c) poll, nothing changed", f"/?status=FAILED&q={SEARCH}&sort=-run_time&per=50&v={version}", htmx, 204),
-        ("    default partial (htmx)", "/", htmx, 200),
-        ("    problems first, per=100", "/?sort=problems&per=100", htmx, 200),
-        ("    stuck chip", "/?status=STUCK", htmx, 200),
-        ("    full page, no filters", "/", {}, 200),
-        ("    header part", "/?part=header", htmx, 200),
-    ]
     print(f"\nfailed scans matching q={SEARCH!r}: {matches}; {RUNS} runs each after one warm-up request\n")
+    figures = _time_requests(client, _cases(selectors.scans_version()))
+    query_counts = _partial_queries(client, explain=explain)
+    return _check_targets(figures, query_counts)
+
+
+def _cases(version: str) -> list[tuple[str, str, dict, int]]:
+    """(name, URL, headers, expected status) of every request measured."""
+    return [
+        ("(a) filtered partial (htmx)", FILTERED, HTMX, 200),
+        ("(b) filtered full page", FILTERED, {}, 200),
+        ("(c) poll, nothing changed", f"{FILTERED}&v={version}", HTMX, 204),
+        ("    default partial (htmx)", "/", HTMX, 200),
+        ("    problems first, per=100", "/?sort=problems&per=100", HTMX, 200),
+        ("    stuck chip", "/?status=STUCK", HTMX, 200),
+        ("    full page, no filters", "/", {}, 200),
+        ("    header part", "/header/", HTMX, 200),
+    ]
+
+
+def _time_requests(client, cases) -> dict[str, tuple[float, float, int]]:
+    """Median and p95 milliseconds and the query count of each case, printed as a table."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from scans.selectors import percentile
+
     header = (
         f"{'request':<32} {'status':>6} {'median ms':>10} {'p95 ms':>8} {'min ms':>8} {'queries':>8} {'db ms':>7}"
     )
@@ -276,18 +304,25 @@ def _measure(*, explain: bool) -> bool:
             client.get(url, **headers)
         times.sort()
         db_ms = sum(float(q["time"]) for q in queries.captured_queries) * 1000
-        median, p95 = statistics.median(times), selectors.percentile(times, 0.95)
+        median, p95 = statistics.median(times), percentile(times, 0.95)
         figures[name] = (median, p95, len(queries))
         row = f"{name:<32} {expected:>6} {median:>10.1f} {p95:>8.1f} {times[0]:>8.1f} {len(queries):>8}"
         print(f"{row} {db_ms:>7.1f}")
+    return figures
+
+
+def _partial_queries(client, *, explain: bool) -> dict[int, int]:
+    """The filtered partial's queries at 25 and 100 rows a page, printed (with plans if asked)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
 
     print("\n(d) queries of the filtered partial")
     query_counts = {}
     for per in (25, 100):
         url = f"/?status=FAILED&q={SEARCH}&sort=-run_time&per={per}"
-        client.get(url, **htmx)
+        client.get(url, **HTMX)
         with CaptureQueriesContext(connection) as queries:
-            client.get(url, **htmx)
+            client.get(url, **HTMX)
         query_counts[per] = len(queries)
         print(f"  per={per}: {len(queries)} queries")
         for query in queries.captured_queries:
@@ -295,7 +330,10 @@ def _measure(*, explain: bool) -> bool:
             if explain and per == 25:
                 for line in _plan(connection, query["sql"]):
                     print(f"               {line}")
+    return query_counts
 
+
+def _check_targets(figures: dict, query_counts: dict[int, int]) -> bool:
     partial = figures["(a) filtered partial (htmx)"][0]
     poll = figures["(c) poll, nothing changed"][0]
     checks = [

@@ -40,7 +40,7 @@ VIEWPORT = {"width": 1440, "height": 1000}
 USERNAME = "ops"
 PASSWORD = "screenshot-only-pw-9f2c"
 
-# (label, data source, object path) of recurring scan jobs, as in seed_demo; a few scans carry no label.
+# (label, data source, object path) of recurring scan jobs, as in demo/seed.py; a few scans carry no label.
 JOBS = [
     ("Nightly CRM sweep", "salesforce", "CustomerDB/Marketingschema/Customerstable"),
     ("HR share audit", "sharepoint", "HR/Contracts"),
@@ -102,6 +102,7 @@ def _environment(var_dir: Path) -> dict[str, str]:
             # polls it, as no worker runs.
             "PROTECTO_API_URL": "https://protecto-api.example.com",
             "PROTECTO_AUTH_TOKEN": "screenshot-placeholder-token",
+            "SECRET_KEY": "screenshot-only-key-" + "0" * 32,
             "LOG_LEVEL": "WARNING",
         }
     )
