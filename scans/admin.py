@@ -18,18 +18,11 @@ class ScanAdmin(admin.ModelAdmin):
     list_filter = ("status", "data_source", "archived_at")
     search_fields = ("tracking_id", "label")
     date_hierarchy = "created_at"
+    ordering = ("-created_at",)
     inlines = [StatusChangeInline]
     # Everything the API reports, or the poller keeps, is read-only: only ops' own fields are editable.
     readonly_fields = (
-        "status",
-        "raw_status",
-        "submitted_at",
-        "started_at",
-        "ended_at",
-        "error_message",
-        "data_source",
-        "object_path",
-        "last_raw_answer",
+        *Scan.ANSWER_FIELDS,
         "created_at",
         "last_checked_at",
         "last_changed_at",
@@ -59,7 +52,7 @@ class AlertAdmin(admin.ModelAdmin):
     list_display = ("created_at", "kind", "subject", "state", "attempts", "sent_at")
     list_filter = ("kind", "state", "is_digest")
     search_fields = ("subject", "scan__tracking_id", "scan__label")
-    raw_id_fields = ("scan", "digest")
+    raw_id_fields = ("scan", "outage", "snooze", "digest")
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in Alert._meta.fields]

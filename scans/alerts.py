@@ -1,7 +1,9 @@
 """Alerts: detect what ops must hear about, write it to the outbox, and send the outbox.
 
-Every alert is a database row before anything is mailed. A unique key per scan and kind (or per API outage)
-makes detection idempotent; senders claim rows with a conditional update, so two workers never mail one alert.
+Every alert is a database row before anything is mailed. Its identity is in columns (scan or API outage, kind,
+and the snooze that held it back) under unique constraints, so detection is idempotent; senders claim rows with a
+conditional update, so two workers never mail one alert. Also the services behind the alert settings page:
+subscriptions, mutes and the maintenance snooze, which decide who is told and what is held back.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.mail import get_connection
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from scans.emails import alerts_url, message_for, render_email, scan_url
 from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, RefreshRun, Scan
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +39,8 @@ FAILED_NEWS_WINDOW = timedelta(hours=24)
 MAX_PER_KIND_PER_CYCLE = 5000
 SCAN_KINDS = (Alert.Kind.FAILED, Alert.Kind.STUCK, Alert.Kind.STUCK_RESOLVED)
 UNHEALTHY = (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED)
+# Cycles that say nothing about the API's health: still going, or nothing was due.
+UNFINISHED = (RefreshRun.Outcome.RUNNING, RefreshRun.Outcome.IDLE)
 # States of an alert someone was (or will be) told about; a follow-up (resolved, recovered) needs one of these.
 ANNOUNCED = (Alert.State.PENDING, Alert.State.SENT, Alert.State.IN_DIGEST)
 
@@ -61,6 +69,7 @@ def alert_recipients(*, kind: str) -> list[str]:
 
 
 def active_snooze(*, now: datetime) -> AlertSnooze | None:
+    """The maintenance snooze in force at `now`, if any (the latest-ending one when they overlap)."""
     return AlertSnooze.objects.filter(until__gt=now, ended_at__isnull=True).order_by("-until").first()
 
 
@@ -72,10 +81,16 @@ class _Suppression:
         self.scan_ids = set(AlertMute.objects.filter(scan__isnull=False).values_list("scan_id", flat=True))
         self.labels = set(AlertMute.objects.exclude(label="").values_list("label", flat=True))
 
-    @property
-    def snooze_key(self) -> str:
-        """Appended to the key of an alert the snooze holds back, so the same key is free again after it."""
-        return f":snoozed:{self.snooze.pk}" if self.snooze else ""
+    def still_counts(self) -> Q:
+        """The alerts that make a new one about the same thing redundant.
+
+        Those not held back by a snooze, and those the current snooze holds back. One held back by a snooze that
+        is over does not count: a condition that persists (a stuck scan, an API still down) is alerted again once
+        the snooze ends.
+        """
+        if self.snooze is None:
+            return Q(snooze__isnull=True)
+        return Q(snooze__isnull=True) | Q(snooze=self.snooze)
 
     def reason(self, scan: Scan | None) -> str:
         if self.snooze:
@@ -106,15 +121,22 @@ def _candidates(kind: str, now: datetime, suppression: _Suppression):
         scans = Scan.objects.finished().filter(alerts__kind=Alert.Kind.STUCK, alerts__state__in=ANNOUNCED)
     already = Alert.objects.filter(scan=OuterRef("pk"), kind=kind)
     if kind == Alert.Kind.STUCK:
-        # Being stuck goes on: held back by a snooze, it is alerted when the snooze ends if it still is.
-        held_by_past_snooze = Q(key__contains=":snoozed:") & ~Q(key__endswith=suppression.snooze_key or "-")
-        already = already.exclude(held_by_past_snooze)
+        # Being stuck goes on: held back by a snooze, it is alerted when the snooze ends if it still is. A failure
+        # or a resolution is one event: alerted once, snoozed or not.
+        already = already.filter(suppression.still_counts())
     return scans.exclude(Exists(already)).distinct().order_by("pk")[:MAX_PER_KIND_PER_CYCLE]
 
 
 def _new_alert(
-    *, kind: str, key: str, scan: Scan | None, context: dict, recipients: list[str], reason: str
+    *,
+    kind: str,
+    scan: Scan | None = None,
+    outage: RefreshRun | None = None,
+    suppression: _Suppression,
+    context: dict,
+    recipients: list[str],
 ) -> Alert:
+    reason = suppression.reason(scan)
     subject, text, html = render_email(kind, context)
     if reason:
         state = Alert.State.SUPPRESSED
@@ -123,8 +145,8 @@ def _new_alert(
     else:
         state = Alert.State.PENDING
     return Alert(
-        kind=kind, key=key, scan=scan, recipients=recipients, subject=subject, body_text=text, body_html=html,
-        state=state, suppressed_reason=reason[:200],
+        kind=kind, scan=scan, outage=outage, snooze=suppression.snooze, recipients=recipients, subject=subject,
+        body_text=text, body_html=html, state=state, suppressed_reason=reason[:200],
     )  # fmt: skip
 
 
@@ -139,12 +161,12 @@ def _store(alerts: list[Alert], *, kind: str, now: datetime, result: DetectResul
         digest = None
         if len(to_send) > settings.ALERT_DIGEST_THRESHOLD:
             digest = Alert.objects.create(
-                kind=kind, key=f"digest:{kind}:{uuid.uuid4().hex}", is_digest=True,
-                recipients=to_send[0].recipients, created_at=now, next_attempt_at=now,
-            )  # fmt: skip
+                kind=kind, is_digest=True, recipients=to_send[0].recipients, created_at=now, next_attempt_at=now
+            )
             for alert in to_send:
                 alert.state, alert.digest = Alert.State.IN_DIGEST, digest
-        # ignore_conflicts: a concurrent detection that wrote the same key first wins, and nothing is doubled.
+        # ignore_conflicts: a concurrent detection that wrote the same alert first wins (the unique constraints on
+        # its identity), and nothing is doubled.
         Alert.objects.bulk_create(alerts, ignore_conflicts=True, batch_size=500)
         if digest is not None:
             # The digest lists only the alerts this detection wrote: the winner of a race mails the others.
@@ -169,11 +191,10 @@ def _detect_scan_alerts(now: datetime, suppression: _Suppression, result: Detect
         alerts = [
             _new_alert(
                 kind=kind,
-                key=f"{kind}:{scan.pk}{suppression.snooze_key}",
                 scan=scan,
+                suppression=suppression,
                 context=_scan_context(scan, now),
                 recipients=recipients,
-                reason=suppression.reason(scan),
             )
             for scan in _candidates(kind, now, suppression)
         ]
@@ -183,48 +204,62 @@ def _detect_scan_alerts(now: datetime, suppression: _Suppression, result: Detect
 
 def _detect_api_alerts(now: datetime, suppression: _Suppression, result: DetectResult) -> None:
     """Token refused: alert at once. Other failures: after ALERT_API_DOWN_AFTER cycles in a row. Then recovery."""
-    runs = list(
-        RefreshRun.objects.exclude(outcome__in=[RefreshRun.Outcome.RUNNING, RefreshRun.Outcome.IDLE])[:200]
-    )
-    if not runs:
+    finished = RefreshRun.objects.exclude(outcome__in=UNFINISHED)
+    latest = finished.first()
+    if latest is None:
         return
-    outage = []
-    for run in runs:  # newest first: the failing cycles of the current outage
-        if run.outcome not in UNHEALTHY:
-            break
-        outage.append(run)
-    alerts = []
-    if outage:
-        first = outage[-1]
-        context = {"runs": outage, "failed_cycles": len(outage), "latest": outage[0], "since": first.started_at,
-                   "alerts_url": alerts_url(), "now": now}  # fmt: skip
-        if any(run.outcome == RefreshRun.Outcome.AUTH_REFUSED for run in outage):
-            kind = Alert.Kind.API_AUTH
-        elif len(outage) >= settings.ALERT_API_DOWN_AFTER:
-            kind = Alert.Kind.API_DOWN
-        else:
-            return
-        # An outage held back by a snooze is alerted when the snooze ends if the API is still down.
-        key = f"{kind}:{first.pk}{suppression.snooze_key}"
-        if not Alert.objects.filter(key=key).exists():
-            alerts.append(_api_alert(kind, key, context, suppression))
+    if latest.outcome in UNHEALTHY:
+        alert = _outage_alert(finished, latest, now, suppression)
     else:
-        # No recovery notice for an outage nobody was told about (it was snoozed, or had no recipients).
-        outages = Alert.objects.filter(kind__in=[Alert.Kind.API_AUTH, Alert.Kind.API_DOWN], state__in=ANNOUNCED)
-        last_outage = outages.first()
-        if last_outage and runs[0].started_at >= last_outage.created_at:
-            key = f"{Alert.Kind.API_RECOVERED}:{last_outage.key.split(':')[1]}"
-            if not Alert.objects.filter(key=key).exists():
-                context = {"outage": last_outage, "recovered": runs[0], "alerts_url": alerts_url(), "now": now}
-                alerts.append(_api_alert(Alert.Kind.API_RECOVERED, key, context, suppression))
-    for alert in alerts:
+        alert = _recovery_alert(latest, now, suppression)
+    if alert is not None:
         _store([alert], kind=alert.kind, now=now, result=result)
 
 
-def _api_alert(kind: str, key: str, context: dict, suppression: _Suppression) -> Alert:
+def _outage_alert(
+    finished: QuerySet[RefreshRun], latest: RefreshRun, now: datetime, suppression: _Suppression
+) -> Alert | None:
+    """The alert for the failing cycles since the last healthy one, unless it was written already."""
+    runs = finished.filter(outcome__in=UNHEALTHY)
+    healthy = finished.exclude(outcome__in=UNHEALTHY).first()
+    if healthy is not None:
+        # Ordered like RefreshRun's Meta: runs started in the same instant are told apart by pk.
+        after = Q(started_at__gt=healthy.started_at) | Q(started_at=healthy.started_at, pk__gt=healthy.pk)
+        runs = runs.filter(after)
+    cycles = runs.count()
+    if runs.filter(outcome=RefreshRun.Outcome.AUTH_REFUSED).exists():
+        kind = Alert.Kind.API_AUTH
+    elif cycles >= settings.ALERT_API_DOWN_AFTER:
+        kind = Alert.Kind.API_DOWN
+    else:
+        return None
+    # The outage is known by its first failing run, which stays put however long the outage lasts (runs an alert
+    # names outlive the refresh-run retention).
+    first = runs.order_by("started_at", "pk").first()
+    # An outage held back by a snooze is alerted when the snooze ends if the API is still down.
+    if Alert.objects.filter(suppression.still_counts(), kind=kind, outage=first).exists():
+        return None
+    context = {"failed_cycles": cycles, "latest": latest, "since": first.started_at, "alerts_url": alerts_url(),
+               "now": now}  # fmt: skip
+    recipients = alert_recipients(kind=kind)
+    return _new_alert(kind=kind, outage=first, suppression=suppression, context=context, recipients=recipients)
+
+
+def _recovery_alert(latest: RefreshRun, now: datetime, suppression: _Suppression) -> Alert | None:
+    """One recovery notice per outage, and only for an outage somebody was told about."""
+    # Not for an outage nobody was told about (it was snoozed, or had no recipients).
+    outages = Alert.objects.filter(kind__in=[Alert.Kind.API_AUTH, Alert.Kind.API_DOWN], state__in=ANNOUNCED)
+    last_outage = outages.select_related("outage").first()
+    # No outage column: an alert from before migration 0008 whose first run the retention had already deleted.
+    if last_outage is None or last_outage.outage_id is None or latest.started_at < last_outage.created_at:
+        return None
+    if Alert.objects.filter(kind=Alert.Kind.API_RECOVERED, outage_id=last_outage.outage_id).exists():
+        return None
+    context = {"outage": last_outage, "recovered": latest, "alerts_url": alerts_url(), "now": now}
+    kind = Alert.Kind.API_RECOVERED
     recipients = alert_recipients(kind=kind)
     return _new_alert(
-        kind=kind, key=key, scan=None, context=context, recipients=recipients, reason=suppression.reason(None)
+        kind=kind, outage=last_outage.outage, suppression=suppression, context=context, recipients=recipients
     )
 
 
@@ -316,18 +351,46 @@ def alert_resend(*, alert_ids: Iterable[int], now: datetime | None = None) -> in
     return Alert.objects.filter(pk__in=list(alert_ids), state=Alert.State.PENDING).update(next_attempt_at=now)
 
 
-def scans_mute(*, scan: Scan | None = None, label: str = "", user=None) -> AlertMute:
-    """Mute alerts about one scan, or about every scan with a label."""
+def alert_subscription_for(*, user: User) -> AlertSubscription | None:
+    """The user's alert subscription, if they saved one."""
+    return AlertSubscription.objects.filter(user=user).first()
+
+
+def alert_mute_list() -> list[AlertMute]:
+    """Every mute, newest first, with its scan and author (the settings page's table)."""
+    return list(AlertMute.objects.select_related("scan", "created_by").order_by("-created_at", "-pk"))
+
+
+def alert_subscription_save(*, user: User, email: str, kinds: Iterable[str]) -> AlertSubscription:
+    """Save which kinds of alert `user` wants and where; a blank email means the account's own address."""
+    subscription, _ = AlertSubscription.objects.update_or_create(
+        user=user, defaults={"email": email.strip(), "kinds": list(kinds)}
+    )
+    return subscription
+
+
+def alerts_mute(*, scan: Scan | None = None, label: str = "", user: User | None = None) -> AlertMute:
+    """Mute alerts about one scan, or about every scan with a label; muting twice keeps one mute."""
     lookup = {"scan": scan} if scan is not None else {"label": label.strip()[:200], "scan": None}
     mute, _ = AlertMute.objects.get_or_create(**lookup, defaults={"created_by": user})
     return mute
 
 
-def alerts_snooze(*, until: datetime, reason: str = "", user=None) -> AlertSnooze:
+def alerts_unmute(*, mute_id: int | None = None, scan: Scan | None = None) -> bool:
+    """Remove one mute, named by its id or by its scan; return whether there was one."""
+    if (mute_id is None) == (scan is None):
+        raise TypeError("alerts_unmute() takes exactly one of mute_id and scan")
+    mutes = AlertMute.objects.filter(pk=mute_id) if mute_id is not None else AlertMute.objects.filter(scan=scan)
+    deleted, _ = mutes.delete()
+    return deleted > 0
+
+
+def alerts_snooze(*, until: datetime, reason: str = "", user: User | None = None) -> AlertSnooze:
     """Suppress every alert until `until` (a maintenance window)."""
     return AlertSnooze.objects.create(until=until, reason=reason.strip()[:200], created_by=user)
 
 
 def alerts_end_snooze(*, now: datetime | None = None) -> int:
+    """End the snooze in force now (it is kept, with ended_at, as the record of what it held back)."""
     now = now or timezone.now()
     return AlertSnooze.objects.filter(until__gt=now, ended_at__isnull=True).update(ended_at=now)

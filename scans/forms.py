@@ -1,4 +1,4 @@
-"""Input parsing for the pages: query-string filters, pasted IDs and CSV uploads, labels, bulk actions."""
+"""Every input of the pages: the list's query-string filters, pasted IDs and CSV uploads, labels, selections."""
 
 from __future__ import annotations
 
@@ -10,77 +10,164 @@ from datetime import date
 from django import forms
 from django.core.exceptions import ValidationError
 
-from scans.models import Alert, Scan
+from scans.models import Alert, Scan, tracking_id_problem
 from scans.selectors import (
     DEFAULT_PER_PAGE,
     DEFAULT_SORT,
     PER_PAGE_CHOICES,
-    STUCK,
+    SORT_CHOICES,
+    STATUS_VALUES,
     ScanFilters,
-    valid_sort,
 )
 
 MAX_IDS_PER_SUBMISSION = 5000
+# More than a page of the list can hold (100 rows), fewer than Django's 1,000-field limit on a request.
+MAX_SELECTED = 500
 MAX_CSV_BYTES = 2 * 1024 * 1024
 MAX_PAGE = 1_000_000
 _ID_SEPARATORS = re.compile(r"[\s,;]+")
-STATUS_VALUES = {*Scan.Status.values, STUCK}
+_NO_NUL = "null_characters_not_allowed"
 
 
-def parse_filters(params) -> tuple[ScanFilters, list[str]]:
-    """Read the list's filters from a query string; bad values are dropped with a message, never an error."""
-    problems: list[str] = []
-    status = params.get("status", "").strip().upper()
-    if status and status not in STATUS_VALUES:
-        problems.append(f"Unknown status {status[:40]!r} ignored.")
-        status = ""
-    sort = params.get("sort", DEFAULT_SORT).strip() or DEFAULT_SORT
-    if not valid_sort(sort):
-        problems.append(f"Unknown sort {sort[:40]!r} ignored.")
-        sort = DEFAULT_SORT
-    submitted_from = _date(params, "from", problems)
-    submitted_to = _date(params, "to", problems)
-    if submitted_from and submitted_to and submitted_from > submitted_to:
-        problems.append("The 'from' date is after the 'to' date; the dates were swapped.")
-        submitted_from, submitted_to = submitted_to, submitted_from
-    per_page = _whole(params.get("per"), DEFAULT_PER_PAGE)
-    if per_page not in PER_PAGE_CHOICES:
-        per_page = DEFAULT_PER_PAGE
-    filters = ScanFilters(
-        status=status,
-        q=_text(params, "q"),
-        source=_text(params, "source"),
-        submitted_from=submitted_from,
-        submitted_to=submitted_to,
-        sort=sort,
-        archived=params.get("archived") == "1",
-        page=min(max(_whole(params.get("page"), 1), 1), MAX_PAGE),
-        per_page=per_page,
+class _KnownValueField(forms.ChoiceField):
+    """One of a fixed set of values; anything else is reported as "Unknown <what> '<value>' ignored."."""
+
+    def __init__(self, *, what: str, upper: bool = False, **kwargs) -> None:
+        self.what, self.upper = what, upper
+        super().__init__(required=False, **kwargs)
+
+    def to_python(self, value) -> str:
+        value = super().to_python(value).strip()
+        return value.upper() if self.upper else value
+
+    def validate(self, value: str) -> None:
+        if value and not self.valid_value(value):
+            raise ValidationError(f"Unknown {self.what} {value[:40]!r} ignored.", code="invalid_choice")
+
+
+class _DayField(forms.DateField):
+    """A YYYY-MM-DD day; anything else is reported with the value and ignored."""
+
+    def __init__(self, *, what: str, **kwargs) -> None:
+        self.what = what
+        super().__init__(required=False, input_formats=["%Y-%m-%d"], **kwargs)
+
+    def to_python(self, value) -> date | None:
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            shown = str(value).strip()[:40]
+            raise ValidationError(f"{self.what} date {shown!r} is not a date (YYYY-MM-DD); ignored.") from None
+
+
+def _text_field(what: str) -> forms.CharField:
+    return forms.CharField(
+        required=False,
+        max_length=200,
+        error_messages={
+            "max_length": f"{what} is longer than 200 characters; ignored.",
+            _NO_NUL: f"{what} contains a NUL character; ignored.",
+        },
     )
-    return filters, problems
 
 
-def _text(params, name: str) -> str:
-    # PostgreSQL refuses NUL in any text parameter; no tracking ID, label or source can contain one.
-    return params.get(name, "").replace("\x00", "").strip()[:200]
+class ScanFilterForm(forms.Form):
+    """The list's filters, read from the query string. A bad value is reported and ignored, never an error page."""
+
+    status = _KnownValueField(what="status", upper=True, choices=[(value, value) for value in STATUS_VALUES])
+    q = _text_field("Search")
+    source = _text_field("Data source")
+    sort = _KnownValueField(what="sort", choices=SORT_CHOICES)
+    per = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        choices=[(str(n), str(n)) for n in PER_PAGE_CHOICES],
+        error_messages={"invalid_choice": f"Rows per page are 25, 50 or 100; showing {DEFAULT_PER_PAGE}."},
+    )
+    archived = forms.TypedChoiceField(required=False, coerce=lambda value: value == "1", choices=[("1", "1")])
+    page = forms.IntegerField(
+        required=False,
+        min_value=1,
+        error_messages={"invalid": "Not a page number; showing page 1.", "min_value": "Pages start at 1."},
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # "from" is a Python keyword, so these two cannot be declared as class attributes.
+        self.fields["from"] = _DayField(what="From")
+        self.fields["to"] = _DayField(what="To")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        start, end = data.get("from"), data.get("to")
+        if start and end and start > end:
+            data["from"], data["to"] = end, start
+            self.add_error(None, "The 'from' date is after the 'to' date; the dates were swapped.")
+        return data
+
+    @property
+    def problems(self) -> list[str]:
+        """Every message about the query string, for the page."""
+        return [message for messages in self.errors.values() for message in messages]
+
+    def filters(self) -> ScanFilters:
+        """What to show: each valid value, the default for each missing or bad one. Call after is_valid()."""
+        data = self.cleaned_data
+        return ScanFilters(
+            status=data.get("status") or "",
+            q=(data.get("q") or "").strip(),
+            source=(data.get("source") or "").strip(),
+            submitted_from=data.get("from"),
+            submitted_to=data.get("to"),
+            sort=data.get("sort") or DEFAULT_SORT,
+            archived=bool(data.get("archived")),
+            page=min(data.get("page") or 1, MAX_PAGE),
+            per_page=data.get("per") or DEFAULT_PER_PAGE,
+        )
 
 
-def _whole(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except ValueError:
-        return default
+def _check_tracking_id(value: str) -> None:
+    # Checked before the value reaches a query: PostgreSQL answers NUL in a parameter with an error, not a miss.
+    problem = tracking_id_problem(value)
+    if problem:
+        raise ValidationError(f"{value[:60]!r} is not a tracking ID: it {problem}.", code="invalid_choice")
 
 
-def _date(params, name: str, problems: list[str]) -> date | None:
-    raw = params.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        problems.append(f"{name.capitalize()} date {raw[:40]!r} is not a date (YYYY-MM-DD); ignored.")
-        return None
+class TrackingIdChoiceField(forms.ModelChoiceField):
+    """A tracked scan, named by its tracking ID."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("error_messages", {"invalid_choice": "No tracked scan has this tracking ID."})
+        super().__init__(queryset=Scan.objects.all(), to_field_name="tracking_id", **kwargs)
+
+    def to_python(self, value) -> Scan | None:
+        value = value.strip() if isinstance(value, str) else value
+        if value not in self.empty_values:
+            _check_tracking_id(value)
+        return super().to_python(value)
+
+
+class TrackingIdsChoiceField(forms.ModelMultipleChoiceField):
+    """Several tracked scans, named by their tracking IDs (the selected rows of the list)."""
+
+    widget = forms.MultipleHiddenInput
+
+    def __init__(self, **kwargs) -> None:
+        messages = {
+            "required": "Select at least one scan first.",
+            "invalid_choice": "No tracked scan has the ID %(value)s.",
+        }
+        super().__init__(
+            queryset=Scan.objects.all(), to_field_name="tracking_id", error_messages=messages, **kwargs
+        )
+
+    def clean(self, value):
+        values = [item.strip() for item in value or [] if isinstance(item, str) and item.strip()]
+        if len(values) > MAX_SELECTED:
+            raise ValidationError(f"At most {MAX_SELECTED} scans at once; {len(values)} were selected.")
+        for item in values:
+            _check_tracking_id(item)
+        return super().clean(values)
 
 
 def split_ids(text: str) -> list[str]:
@@ -151,33 +238,24 @@ def _csv_rows(text: str) -> list[tuple[str, str]]:
 
 
 class LabelForm(forms.Form):
+    """A scan's label; blank clears it."""
+
     label = forms.CharField(required=False, max_length=200)
 
 
-class BulkActionForm(forms.Form):
-    ACTIONS = (("refresh", "Refresh now"), ("archive", "Archive"), ("restore", "Restore"), ("label", "Set label"))
+class ScanSelectionForm(forms.Form):
+    """The rows an operator selected in the list."""
 
-    action = forms.ChoiceField(choices=ACTIONS)
-    ids = forms.CharField(widget=forms.MultipleHiddenInput, required=False)
-    label = forms.CharField(required=False, max_length=200)
+    ids = TrackingIdsChoiceField()
 
-    def __init__(self, data=None, **kwargs) -> None:
-        super().__init__(data, **kwargs)
-        self._tracking_ids = data.getlist("ids") if data is not None else []
 
-    def clean(self) -> dict:
-        data = super().clean()
-        # NUL never occurs in a tracking ID, and PostgreSQL refuses it in a query parameter.
-        tracking_ids = [value.strip() for value in self._tracking_ids if value.strip() and "\x00" not in value]
-        if not tracking_ids:
-            raise ValidationError("Select at least one scan first.")
-        if len(tracking_ids) > 1000:
-            raise ValidationError("At most 1000 scans at once.")
-        data["tracking_ids"] = tracking_ids
-        return data
+class BulkLabelForm(ScanSelectionForm, LabelForm):
+    """Selected rows and the label to give them."""
 
 
 class SubscriptionForm(forms.Form):
+    """Which kinds of alert I want, and where."""
+
     email = forms.EmailField(required=False, help_text="Blank: your account's email address.")
     kinds = forms.MultipleChoiceField(
         choices=Alert.Kind.choices, required=False, widget=forms.CheckboxSelectMultiple, label="Send me"
@@ -185,22 +263,27 @@ class SubscriptionForm(forms.Form):
 
 
 class MuteForm(forms.Form):
-    tracking_id = forms.CharField(required=False, max_length=128, label="Scan tracking ID")
+    """What to mute: one scan, by its tracking ID, or every scan with a label."""
+
+    scan = TrackingIdChoiceField(
+        required=False,
+        label="Scan tracking ID",
+        # A text box, not TrackingIdChoiceField's default <select> of every scan.
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        error_messages={"invalid_choice": "No tracked scan has the ID %(value)s."},
+    )
     label = forms.CharField(required=False, max_length=200)
 
     def clean(self) -> dict:
         data = super().clean()
-        tracking_id, label = data.get("tracking_id", "").strip(), data.get("label", "").strip()
-        if bool(tracking_id) == bool(label):
+        if not self.errors and (data.get("scan") is None) == (not data.get("label")):
             raise ValidationError("Give either a tracking ID or a label to mute.")
-        if tracking_id:
-            data["scan"] = Scan.objects.filter(tracking_id=tracking_id.replace("\x00", "")).first()
-            if data["scan"] is None:
-                raise ValidationError(f"No tracked scan has the ID {tracking_id[:60]!r}.")
         return data
 
 
 class SnoozeForm(forms.Form):
+    """A maintenance window: no alert is sent until its end, which must be in the future."""
+
     until = forms.DateTimeField(
         label="Until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
     )

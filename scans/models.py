@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
@@ -13,7 +14,30 @@ from django.utils import timezone
 
 TRACKING_ID_MAX_LENGTH = 128
 # Protecto's IDs are UUIDs (2024) or UUID-plus-digits (2025); the contract only promises this alphabet.
-TRACKING_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+_TRACKING_ID_CHAR = re.compile(r"[A-Za-z0-9_-]")
+
+
+def tracking_id_problem(value: str) -> str | None:
+    """Say why a value is not a tracking ID, or None when it is: the one check every entry point uses.
+
+    It also keeps NUL out of queries, which PostgreSQL refuses in any text parameter.
+    """
+    if not value:
+        return "is empty"
+    if len(value) > TRACKING_ID_MAX_LENGTH:
+        return f"is {len(value)} characters long; the limit is {TRACKING_ID_MAX_LENGTH}"
+    bad = sorted({char for char in value if not _TRACKING_ID_CHAR.fullmatch(char)})
+    if bad:
+        shown = ", ".join(repr(char) for char in bad[:5])
+        return f"contains {shown}; only letters, digits, '-' and '_' are allowed"
+    return None
+
+
+def validate_tracking_id(value: str) -> None:
+    """Django validator form of tracking_id_problem()."""
+    problem = tracking_id_problem(value)
+    if problem:
+        raise ValidationError(f"A tracking ID {problem}.", code="invalid_tracking_id")
 
 
 def stuck_limits() -> tuple[timedelta, timedelta]:
@@ -95,11 +119,23 @@ class Scan(models.Model):
 
     TERMINAL = (Status.SUCCESS, Status.FAILED)
     ACTIVE = (Status.PENDING, Status.IN_PROGRESS, Status.UNKNOWN)
+    # What Protecto's answers set; a refresh writes these and nothing else of the scan's own data.
+    ANSWER_FIELDS = (
+        "status",
+        "raw_status",
+        "submitted_at",
+        "started_at",
+        "ended_at",
+        "error_message",
+        "data_source",
+        "object_path",
+        "last_raw_answer",
+    )
 
     tracking_id = models.CharField(
         max_length=TRACKING_ID_MAX_LENGTH,
         unique=True,
-        validators=[RegexValidator(TRACKING_ID_PATTERN, "Use only letters, digits, '-' and '_'.")],
+        validators=[validate_tracking_id],
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
     raw_status = models.CharField(
@@ -266,9 +302,22 @@ class Alert(models.Model):
         NO_RECIPIENTS = "no_recipients", "No recipients"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    # What the alert is about (its identity, with kind and snooze): a scan, or the API outage that began with
+    # `outage`, its first failing refresh. The unique constraints below make a second detection a no-op.
     scan = models.ForeignKey(Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
-    # One alert per scan and kind (or per API outage): the unique key makes a second detection a no-op.
-    key = models.CharField(max_length=200, unique=True)
+    # PROTECT, not CASCADE: refresh-run retention skips runs an alert names, so nothing routine deletes one; a
+    # hand-made delete must not silently erase the outbox's history. Not SET_NULL: an API alert without its outage
+    # could be neither deduplicated nor followed by a recovery notice.
+    outage = models.ForeignKey(
+        RefreshRun, null=True, blank=True, on_delete=models.PROTECT, related_name="outage_alerts"
+    )
+    # The snooze that held this alert back. A persisting condition (stuck, API down) is alerted again once that
+    # snooze is over, so the snooze is part of the identity. PROTECT: deleting the snooze would erase the record
+    # of what it suppressed, and SET_NULL would turn a held-back alert into one that blocks the alert after the
+    # snooze. Snoozes end by setting ended_at, never by deletion.
+    snooze = models.ForeignKey(
+        "AlertSnooze", null=True, blank=True, on_delete=models.PROTECT, related_name="held_alerts"
+    )
     is_digest = models.BooleanField(default=False)
     digest = models.ForeignKey(
         "self",
@@ -298,6 +347,30 @@ class Alert(models.Model):
             models.Index(fields=["next_attempt_at"], name="alert_due", condition=Q(state="pending")),
             models.Index(fields=["kind", "-created_at"], name="alert_kind_created"),
             models.Index(fields=["state", "-created_at"], name="alert_state_created"),
+        ]
+        # NULLs are distinct in a unique index (PostgreSQL and SQLite alike), so "not held by a snooze" needs a
+        # constraint of its own. bulk_create(ignore_conflicts=True) honours these partial indexes on both.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scan", "kind"],
+                condition=Q(is_digest=False, scan__isnull=False, snooze__isnull=True),
+                name="alert_one_per_scan_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["scan", "kind", "snooze"],
+                condition=Q(is_digest=False, scan__isnull=False, snooze__isnull=False),
+                name="alert_one_per_scan_kind_snooze",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "outage"],
+                condition=Q(is_digest=False, outage__isnull=False, snooze__isnull=True),
+                name="alert_one_per_outage_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "outage", "snooze"],
+                condition=Q(is_digest=False, outage__isnull=False, snooze__isnull=False),
+                name="alert_one_per_outage_kind_snooze",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -33,18 +33,6 @@ CYCLE_DEADLINE_SECONDS = 200
 # instead of spending minutes on retries that will fail the same way.
 MAX_CONSECUTIVE_BATCH_FAILURES = 3
 REFRESH_RUN_RETENTION = timedelta(days=7)
-# The fields a refresh may write back on a scan whose answer changed.
-_ANSWER_FIELDS = (
-    "status",
-    "raw_status",
-    "submitted_at",
-    "started_at",
-    "ended_at",
-    "error_message",
-    "data_source",
-    "object_path",
-    "last_raw_answer",
-)
 
 
 def protecto_client_from_settings() -> ProtectoClient:
@@ -83,7 +71,7 @@ def _merge_report(scan: Scan, report: ScanReport) -> bool:
 
     A value the answer leaves blank never replaces one we already know.
     """
-    before = {name: getattr(scan, name) for name in _ANSWER_FIELDS}
+    before = {name: getattr(scan, name) for name in Scan.ANSWER_FIELDS}
     if report.raw_status.strip():
         scan.status = report.status
         scan.raw_status = report.raw_status[:64]
@@ -152,7 +140,7 @@ def _plan_batch(*, scans: list[Scan], reports: list[ScanReport], now: datetime) 
 
 # What a refresh writes back on a scan whose answer changed.
 _WRITTEN_FIELDS = [
-    *_ANSWER_FIELDS,
+    *Scan.ANSWER_FIELDS,
     *("last_changed_at", "last_checked_at", "last_check_error", "check_failures", "claim_token", "next_check_at"),
 ]
 
@@ -279,7 +267,10 @@ def _finish(cycle: _Cycle) -> None:
     run.outcome = _outcome(run, batches_ok=cycle.batches_ok, token_refused=cycle.token_refused)
     run.error_text = "\n".join(dict.fromkeys(cycle.errors))[:4000]
     run.save()
-    RefreshRun.objects.filter(started_at__lt=cycle.now - REFRESH_RUN_RETENTION).delete()
+    # A run an alert names as its outage's first is kept: it is that alert's identity (Alert.outage).
+    RefreshRun.objects.filter(
+        started_at__lt=cycle.now - REFRESH_RUN_RETENTION, outage_alerts__isnull=True
+    ).delete()
 
 
 def _outcome(run: RefreshRun, *, batches_ok: int, token_refused: bool) -> str:

@@ -12,15 +12,17 @@ from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Max
 from django.db.models.functions import Coalesce
 from django.utils.functional import cached_property
 
-from scans.models import Alert, RefreshRun, Scan, StatusChange, stuck_condition
+from scans.models import Alert, AlertMute, RefreshRun, Scan, StatusChange, stuck_condition
 
 STUCK = "STUCK"
+# What the status filter accepts: a status, or STUCK (past the stuck limits, whatever the status).
+STATUS_VALUES = (*Scan.Status.values, STUCK)
 PER_PAGE_CHOICES = (25, 50, 100)
 DEFAULT_PER_PAGE = 50
 HEALTHY_OUTCOMES = (RefreshRun.Outcome.OK, RefreshRun.Outcome.IDLE, RefreshRun.Outcome.PARTIAL)
-# What the status chips count, in display order: (key, label, the status filter value it sets).
+# What the status chips count, in display order: (key, label, the status filter value it sets; None: no filter).
 CHIPS = (
-    ("all", "All", ""),
+    ("all", "All", None),
     ("pending", "Pending", Scan.Status.PENDING),
     ("in_progress", "In progress", Scan.Status.IN_PROGRESS),
     ("success", "Succeeded", Scan.Status.SUCCESS),
@@ -74,10 +76,6 @@ SORT_CHOICES = (
     ("last_change", "Least recently changed"),
     (PROBLEMS_FIRST, "Failed & stuck first"),
 )
-
-
-def valid_sort(value: str) -> bool:
-    return value == PROBLEMS_FIRST or value.removeprefix("-") in SORTS
 
 
 @dataclass(frozen=True)
@@ -354,6 +352,11 @@ def alert_page(*, kind: str = "", state: str = "", q: str = "", page: str | None
     if q:
         alerts = alerts.filter(Q(scan__tracking_id__icontains=q) | Q(scan__label__icontains=q))
     return Paginator(alerts, ALERTS_PER_PAGE).get_page(page)
+
+
+def scan_is_muted(*, scan: Scan) -> bool:
+    """Whether alerts about this one scan are muted."""
+    return AlertMute.objects.filter(scan=scan).exists()
 
 
 def alerts_for_scan(*, scan: Scan) -> list[Alert]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,24 +10,9 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from scans.models import TRACKING_ID_MAX_LENGTH, Scan
+from scans.models import Scan, tracking_id_problem
 
 logger = logging.getLogger(__name__)
-
-_ALLOWED = re.compile(r"[A-Za-z0-9_-]")
-
-
-def tracking_id_problem(value: str) -> str | None:
-    """Say why a tracking ID is not acceptable, or None when it is."""
-    if not value:
-        return "is empty"
-    if len(value) > TRACKING_ID_MAX_LENGTH:
-        return f"is {len(value)} characters long; the limit is {TRACKING_ID_MAX_LENGTH}"
-    bad = sorted({char for char in value if not _ALLOWED.fullmatch(char)})
-    if bad:
-        shown = ", ".join(repr(char) for char in bad[:5])
-        return f"contains {shown}; only letters, digits, '-' and '_' are allowed"
-    return None
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """URL routes of the scans app."""
 
-from django.urls import path, re_path
+from django.urls import path
 
 from scans.views import alerts as alert_views
 from scans.views import health
@@ -10,16 +10,26 @@ app_name = "scans"
 
 urlpatterns = [
     path("", scan_views.scan_list, name="list"),
+    path("header/", scan_views.scan_list_header, name="header"),
     path("add/", scan_views.scan_add, name="add"),
-    path("bulk/", scan_views.scan_bulk, name="bulk"),
+    path("bulk/refresh/", scan_views.scans_bulk_refresh, name="bulk-refresh"),
+    path("bulk/archive/", scan_views.scans_bulk_archive, name="bulk-archive"),
+    path("bulk/restore/", scan_views.scans_bulk_restore, name="bulk-restore"),
+    path("bulk/label/", scan_views.scans_bulk_label, name="bulk-label"),
     path("healthz", health.healthz, name="healthz"),
     path("alerts/", alert_views.alert_list, name="alerts"),
     path("alerts/<int:alert_id>/resend/", alert_views.alert_resend, name="alert-resend"),
     path("alerts/settings/", alert_views.alert_settings, name="alert-settings"),
+    path("alerts/settings/subscription/", alert_views.alert_subscription_update, name="alert-subscription"),
+    path("alerts/mutes/", alert_views.alert_mute_create, name="alert-mute-create"),
+    path("alerts/mutes/<int:mute_id>/delete/", alert_views.alert_mute_delete, name="alert-mute-delete"),
+    path("alerts/snooze/", alert_views.alert_snooze_start, name="alert-snooze"),
+    path("alerts/snooze/end/", alert_views.alert_snooze_end, name="alert-snooze-end"),
     path("scans/<str:tracking_id>/", scan_views.scan_detail, name="detail"),
-    re_path(
-        r"^scans/(?P<tracking_id>[^/]+)/(?P<action>refresh|archive|restore|label|mute|unmute)/$",
-        scan_views.scan_action,
-        name="action",
-    ),
+    path("scans/<str:tracking_id>/refresh/", scan_views.scan_refresh, name="refresh"),
+    path("scans/<str:tracking_id>/label/", scan_views.scan_label, name="label"),
+    path("scans/<str:tracking_id>/archive/", scan_views.scan_archive, name="archive"),
+    path("scans/<str:tracking_id>/restore/", scan_views.scan_restore, name="restore"),
+    path("scans/<str:tracking_id>/mute/", scan_views.scan_mute, name="mute"),
+    path("scans/<str:tracking_id>/unmute/", scan_views.scan_unmute, name="unmute"),
 ]

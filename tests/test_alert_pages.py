@@ -2,16 +2,16 @@
 settings page (subscription, mutes, snooze); plus what an error's HTML becomes in the mail."""
 
 import html
-import re
 from datetime import timedelta
 
 import pytest
 from django.core import mail
 from django.utils import timezone
 
-from scans.alerts import alert_recipients, alerts_detect, alerts_send_due, alerts_snooze, scans_mute
+from scans.alerts import alert_recipients, alerts_detect, alerts_mute, alerts_send_due, alerts_snooze
 from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, Scan
-from tests.helpers import listed_ids, make_scan, page_text
+from tests.factories import make_scan
+from tests.helpers import listed_ids, page_text, parse_html
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +44,7 @@ def outbox(settings, smtp_server):
     alerts_detect()
     alerts_send_due()
     smtp_server.refuse = False
-    scans_mute(scan=failed_scan("muted-scan"))
+    alerts_mute(scan=failed_scan("muted-scan"))
     stuck_scan("waiting-scan")
     alerts_detect()
     assert len(smtp_server.messages) == 1
@@ -167,7 +167,7 @@ def test_the_scan_page_shows_its_alert_history(viewer_client, settings, smtp_ser
     scan.status, scan.ended_at, scan.error_message = Scan.Status.FAILED, timezone.now(), "Out of memory"
     scan.last_changed_at = scan.ended_at
     scan.save()
-    scans_mute(scan=scan)
+    alerts_mute(scan=scan)
     alerts_detect()
 
     text = page_text(viewer_client.get("/scans/history-scan/"))
@@ -214,47 +214,64 @@ def test_a_viewer_cannot_mute_a_scan(viewer_client):
 # --- The settings page ------------------------------------------------------------------------------------------
 
 
-def settings_post(client, **data):
-    return client.post("/alerts/settings/", data, follow=True)
+SETTINGS = "/alerts/settings/"
+SUBSCRIPTION = "/alerts/settings/subscription/"
+MUTES = "/alerts/mutes/"
+SNOOZE = "/alerts/snooze/"
+SNOOZE_END = "/alerts/snooze/end/"
+
+
+def unmute_url(mute: AlertMute) -> str:
+    return f"/alerts/mutes/{mute.pk}/delete/"
+
+
+def form_actions(response) -> set[str]:
+    """Where the POST forms of the page's content (not its header's Log out) send their data."""
+    return {form["action"] for form in parse_html(response).select('main form[method="post"]')}
+
+
+def in_an_hour() -> str:
+    return (timezone.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
 
 
 def test_a_viewer_saves_a_subscription_and_then_receives_those_kinds(viewer_client, viewer, settings):
     settings.ALERT_EMAILS = OPS
-    page = page_text(viewer_client.get("/alerts/settings/"))
-    assert "My alerts" in page
-    assert "Snooze all alerts" not in page and 'value="mute"' not in page  # operators only
+    page = viewer_client.get(SETTINGS)
+    assert "My alerts" in page_text(page)
+    assert form_actions(page) == {SUBSCRIPTION}  # the mute and snooze forms are for operators
 
-    response = settings_post(
-        viewer_client, form="subscription", kinds=["failed", "api_down"], email="victor.pager@example.com"
+    response = viewer_client.post(
+        SUBSCRIPTION, {"kinds": ["failed", "api_down"], "email": "victor.pager@example.com"}, follow=True
     )
 
+    assert response.redirect_chain == [(SETTINGS, 302)]
     assert "Your alert subscription is saved." in page_text(response)
     subscription = AlertSubscription.objects.get(user=viewer)
     assert (subscription.kinds, subscription.address) == (["failed", "api_down"], "victor.pager@example.com")
     assert alert_recipients(kind="failed") == ["ops@example.com", "victor.pager@example.com"]
     assert alert_recipients(kind="stuck") == ["ops@example.com"]
-    checked = re.findall(
-        r'<input type="checkbox" name="kinds" value="(\w+)"[^>]*checked', response.content.decode()
-    )
-    assert checked == ["failed", "api_down"]
+    assert response.context["form"].initial["kinds"] == ["failed", "api_down"]
+    checked = parse_html(response).select('input[type="checkbox"][name="kinds"][checked]')
+    assert [box["value"] for box in checked] == ["failed", "api_down"]
 
 
-def test_a_subscription_with_a_bad_address_is_refused(viewer_client, viewer):
-    response = viewer_client.post(
-        "/alerts/settings/", {"form": "subscription", "kinds": ["failed"], "email": "nope"}
-    )
+def test_a_subscription_with_a_bad_address_is_refused_and_the_other_forms_stay_empty(operator_client):
+    response = operator_client.post(SUBSCRIPTION, {"kinds": ["failed"], "email": "nope"})
 
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert "Enter a valid email address." in page_text(response)
+    assert response.context["form"].is_bound
+    assert not response.context["mute_form"].is_bound and not response.context["snooze_form"].is_bound
     assert not AlertSubscription.objects.exists()
 
 
 def test_an_operator_mutes_a_scan_by_id_and_a_label(operator_client, operator):
     scan = make_scan("47882682-9f38-4f45-afec-daadaa1b230b")
 
-    by_id = settings_post(operator_client, form="mute", tracking_id=f"  {scan.tracking_id} ")
-    by_label = settings_post(operator_client, form="mute", label="noisy tenant")
+    by_id = operator_client.post(MUTES, {"scan": f"  {scan.tracking_id} "}, follow=True)
+    by_label = operator_client.post(MUTES, {"label": "noisy tenant"}, follow=True)
 
+    assert by_id.redirect_chain == [(SETTINGS, 302)]
     assert "Muted." in page_text(by_id)
     text = page_text(by_label)
     assert f'scan <a class="mono" href="/scans/{scan.tracking_id}/">{scan.tracking_id}</a>' in text
@@ -268,79 +285,126 @@ def test_an_operator_mutes_a_scan_by_id_and_a_label(operator_client, operator):
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        ({"tracking_id": "no-such-scan"}, "No tracked scan has the ID 'no-such-scan'."),
+        ({"scan": "no-such-scan"}, "No tracked scan has the ID no-such-scan."),
         ({}, "Give either a tracking ID or a label to mute."),
-        ({"tracking_id": "some-scan", "label": "crm"}, "Give either a tracking ID or a label to mute."),
+        ({"scan": "some-scan", "label": "crm"}, "Give either a tracking ID or a label to mute."),
         ({"label": "x" * 201}, "Ensure this value has at most 200 characters (it has 201)."),
+        # PostgreSQL refuses NUL in a query parameter: the field must reject it before any query (else a 500).
+        ({"scan": "some-scan\x00"}, "is not a tracking ID: it contains '\\x00'"),
+        ({"scan": "a" * 129}, "is not a tracking ID: it is 129 characters long; the limit is 128"),
+        ({"scan": "some scan/../x"}, "is not a tracking ID: it contains"),
     ],
-    ids=["unknown-id", "neither", "both", "label-too-long"],
+    ids=["unknown-id", "neither", "both", "label-too-long", "nul", "too-long-id", "bad-characters"],
 )
 def test_a_bad_mute_is_refused_with_a_clear_error(operator_client, data, error):
     make_scan("some-scan")
 
-    response = operator_client.post("/alerts/settings/", {"form": "mute", **data})
+    response = operator_client.post(MUTES, data)
 
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert error in page_text(response)
+    assert response.context["mute_form"].is_bound and not response.context["snooze_form"].is_bound
     assert not AlertMute.objects.exists()
 
 
 def test_an_operator_removes_a_mute(operator_client):
-    mute = scans_mute(label="crm")
+    mute = alerts_mute(label="crm")
+    assert form_actions(operator_client.get(SETTINGS)) == {SUBSCRIPTION, MUTES, SNOOZE, unmute_url(mute)}
 
-    response = settings_post(operator_client, form="unmute", mute_id=mute.pk)
+    response = operator_client.post(unmute_url(mute), follow=True)
 
     assert "Mute removed." in page_text(response)
     assert "Nothing is muted." in page_text(response)
+    again = operator_client.post(unmute_url(mute), follow=True)
+    assert "That mute had already been removed." in page_text(again)
 
 
 def test_an_operator_snoozes_all_alerts_and_ends_the_snooze(operator_client):
     until = (timezone.now() + timedelta(hours=2)).replace(second=0, microsecond=0)
 
-    response = settings_post(
-        operator_client, form="snooze", until=until.strftime("%Y-%m-%dT%H:%M"), reason="DB upgrade"
+    response = operator_client.post(
+        SNOOZE, {"until": until.strftime("%Y-%m-%dT%H:%M"), "reason": "DB upgrade"}, follow=True
     )
 
     text = page_text(response)
     assert f"All alerts are snoozed until {until:%Y-%m-%d %H:%M} UTC." in text
+    assert SNOOZE_END in form_actions(response)
     snooze = AlertSnooze.objects.get()
     assert (snooze.until, snooze.reason) == (until, "DB upgrade")
 
-    response = settings_post(operator_client, form="end-snooze")
+    response = operator_client.post(SNOOZE_END, follow=True)
 
     assert "Snooze ended: alerts are on again." in page_text(response)
     assert "Alerts are on." in page_text(response)
     assert AlertSnooze.objects.get().ended_at is not None
+    again = operator_client.post(SNOOZE_END, follow=True)
+    assert "No snooze was in force." in page_text(again)
 
 
 def test_a_snooze_ending_in_the_past_is_refused(operator_client):
     past = timezone.now() - timedelta(minutes=5)
 
-    response = operator_client.post(
-        "/alerts/settings/", {"form": "snooze", "until": past.strftime("%Y-%m-%dT%H:%M")}
-    )
+    response = operator_client.post(SNOOZE, {"until": past.strftime("%Y-%m-%dT%H:%M")})
 
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert "The end of the snooze must be in the future." in page_text(response)
+    assert response.context["snooze_form"].is_bound and not response.context["mute_form"].is_bound
     assert not AlertSnooze.objects.exists()
 
 
-@pytest.mark.parametrize("form", ["mute", "unmute", "snooze", "end-snooze"])
-def test_a_viewer_cannot_mute_or_snooze(viewer_client, form):
-    until = (timezone.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
-    mute = scans_mute(label="crm")
+OPERATE_POSTS = ["mute", "unmute", "snooze", "end-snooze"]
 
-    response = viewer_client.post(
-        "/alerts/settings/", {"form": form, "label": "other", "until": until, "mute_id": mute.pk}
-    )
+
+def settings_post(client, what: str, mute: AlertMute):
+    """One settings operation with valid input: `what` is "subscription" or one of OPERATE_POSTS."""
+    if what == "subscription":
+        return client.post(SUBSCRIPTION, {"kinds": ["failed"]})
+    if what == "mute":
+        return client.post(MUTES, {"label": "other"})
+    if what == "unmute":
+        return client.post(unmute_url(mute))
+    if what == "snooze":
+        return client.post(SNOOZE, {"until": in_an_hour()})
+    return client.post(SNOOZE_END)
+
+
+@pytest.mark.parametrize("what", OPERATE_POSTS)
+def test_a_viewer_cannot_mute_or_snooze(viewer_client, what):
+    mute = alerts_mute(label="crm")
+    snooze = alerts_snooze(until=timezone.now() + timedelta(hours=1))
+
+    response = settings_post(viewer_client, what, mute)
 
     assert response.status_code == 403
     assert list(AlertMute.objects.all()) == [mute]
+    assert list(AlertSnooze.objects.values_list("pk", "ended_at")) == [(snooze.pk, None)]
+
+
+@pytest.mark.parametrize("what", [*OPERATE_POSTS, "subscription"])
+def test_every_settings_operation_needs_a_login(client, what):
+    mute = alerts_mute(label="crm")
+
+    response = settings_post(client, what, mute)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+    assert list(AlertMute.objects.all()) == [mute]
+    assert not AlertSnooze.objects.exists() and not AlertSubscription.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "url", [SUBSCRIPTION, MUTES, "/alerts/mutes/1/delete/", SNOOZE, SNOOZE_END], ids=lambda url: url
+)
+def test_every_settings_operation_answers_only_a_post(operator_client, url):
+    assert operator_client.get(url).status_code == 405
+
+
+def test_the_settings_page_needs_a_login_and_is_not_a_form_target(client, operator_client):
+    assert operator_client.post(SETTINGS, {"form": "snooze", "until": in_an_hour()}).status_code == 405
     assert not AlertSnooze.objects.exists()
+    operator_client.logout()
 
-
-def test_the_settings_page_needs_a_login(client):
-    response = client.get("/alerts/settings/")
+    response = client.get(SETTINGS)
 
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
@@ -391,7 +455,6 @@ def test_the_alerts_page_escapes_what_it_shows(viewer_client, settings):
 def test_superusers_can_browse_and_search_the_outbox_in_the_admin(admin_client):
     Alert.objects.create(
         kind=Alert.Kind.API_DOWN,
-        key="api_down:1",
         subject="[Protecto API DOWN] 3 cycles",
         body_text="x",
         body_html="x",

@@ -7,15 +7,25 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.apps.registry import Apps
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 
-from scans.alerts import alerts_detect, alerts_run, alerts_send_due, alerts_snooze, scans_mute
+from scans.alerts import (
+    alerts_detect,
+    alerts_end_snooze,
+    alerts_mute,
+    alerts_run,
+    alerts_send_due,
+    alerts_snooze,
+    alerts_unmute,
+)
 from scans.models import Alert, AlertSubscription, RefreshRun, Scan
 from scans.refresh import scans_refresh_due
 from scans.services import scans_track
-from tests.helpers import make_scan
+from tests.factories import make_scan
 
 pytestmark = pytest.mark.django_db
 
@@ -449,14 +459,14 @@ def test_a_reported_outage_gets_its_recovery_even_if_a_later_alert_about_it_was_
         cycle()
     assert subjects(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
 
-    snooze = alerts_snooze(until=T0 + timedelta(minutes=10))
+    alerts_snooze(until=T0 + timedelta(minutes=10))
     simulator.configure(error_rate=0.0)
     protecto_settings.PROTECTO_AUTH_TOKEN = "wrong-token-abcdef"  # the same outage, now the token is refused
     clock.at(seconds=90)
     cycle()
     assert Alert.objects.get(kind=Alert.Kind.API_AUTH).state == Alert.State.SUPPRESSED
 
-    snooze.delete()
+    alerts_end_snooze()
     protecto_settings.PROTECTO_AUTH_TOKEN = simulator.config.token
     clock.at(seconds=120)
     cycle()
@@ -485,13 +495,13 @@ def test_two_failed_cycles_then_success_is_no_outage(inbox, simulator, clock):
 # --- Mutes and snooze -----------------------------------------------------------------------------------------
 
 
-def test_muted_scans_muted_labels_and_a_snooze_send_nothing_and_show_as_suppressed(inbox, simulator, clock):
+def test_muted_alerts_muted_labels_and_a_snooze_send_nothing_and_show_as_suppressed(inbox, simulator, clock):
     for tracking_id in ("muted-scan", "in-muted-label", "other"):
         simulator.add_scan(tracking_id, status="FAILED")
     scans_track(ids=["muted-scan", "other"], label="crm")
     scans_track(ids=["in-muted-label"], label="noisy test tenant")
-    scans_mute(scan=Scan.objects.get(tracking_id="muted-scan"))
-    scans_mute(label="noisy test tenant")
+    alerts_mute(scan=Scan.objects.get(tracking_id="muted-scan"))
+    alerts_mute(label="noisy test tenant")
 
     cycle()
 
@@ -564,7 +574,7 @@ def test_a_snooze_or_mute_made_while_an_alert_waits_for_the_mail_server_stops_it
     inbox.refuse = False
 
     clock.at(minutes=1)
-    scans_mute(scan=Scan.objects.get(tracking_id="scan-a"))
+    alerts_mute(scan=Scan.objects.get(tracking_id="scan-a"))
     alerts_snooze(until=T0 + timedelta(minutes=30))
     out = io.StringIO()
     call_command("send_alerts", stdout=out)
@@ -582,10 +592,10 @@ def test_a_snooze_or_mute_made_while_an_alert_waits_for_the_mail_server_stops_it
 def test_a_stuck_alert_nobody_got_has_no_resolved_notice(inbox, simulator, clock):
     simulator.add_scan("scan-a", status="PENDING", submitted_at=T0)
     scans_track(ids=["scan-a"])
-    mute = scans_mute(scan=Scan.objects.get(tracking_id="scan-a"))
+    mute = alerts_mute(scan=Scan.objects.get(tracking_id="scan-a"))
     clock.at(minutes=31)
     cycle()
-    mute.delete()
+    alerts_unmute(mute_id=mute.pk)
 
     clock.at(minutes=40)
     simulator.set_status("scan-a", "SUCCESS")
@@ -593,6 +603,73 @@ def test_a_stuck_alert_nobody_got_has_no_resolved_notice(inbox, simulator, clock
 
     assert inbox.messages == []
     assert list(Alert.objects.values_list("kind", "state")) == [("stuck", "suppressed")]
+
+
+# --- Identity ---------------------------------------------------------------------------------------------------
+
+
+def test_an_outage_longer_than_two_hundred_cycles_is_still_one_alert(settings):
+    settings.ALERT_EMAILS = OPS
+    settings.ALERT_API_DOWN_AFTER = 3
+    RefreshRun.objects.create(started_at=T0 - timedelta(minutes=1), outcome=RefreshRun.Outcome.OK)
+    failing = [
+        RefreshRun(started_at=T0 + timedelta(seconds=30 * n), outcome=RefreshRun.Outcome.FAILED, errors=1)
+        for n in range(250)
+    ]
+    RefreshRun.objects.bulk_create(failing)
+    first = RefreshRun.objects.get(started_at=T0)
+
+    alerts_detect(now=T0 + timedelta(hours=3))
+    RefreshRun.objects.create(started_at=T0 + timedelta(hours=3), outcome=RefreshRun.Outcome.FAILED, errors=1)
+    alerts_detect(now=T0 + timedelta(hours=3, seconds=30))
+
+    alert = Alert.objects.get()
+    assert (alert.kind, alert.outage, alert.snooze) == (Alert.Kind.API_DOWN, first, None)
+    assert alert.subject == "[Protecto API DOWN] 250 refresh cycles failed in a row"
+
+
+def test_the_first_run_of_an_alerted_outage_outlives_the_refresh_run_retention(inbox, simulator, clock):
+    simulator.add_scan("scan-a", status="PENDING")
+    scans_track(ids=["scan-a"])
+    simulator.configure(error_rate=1.0)
+    for n in range(3):
+        clock.at(seconds=30 * n)
+        cycle()
+    outage = Alert.objects.get(kind=Alert.Kind.API_DOWN).outage
+    simulator.configure(error_rate=0.0)
+
+    clock.at(days=8)
+    cycle()
+
+    # The other runs of that week went with the retention; the one the alert is about stayed.
+    assert list(RefreshRun.objects.filter(started_at__lt=T0 + timedelta(days=1))) == [outage]
+    recovered = Alert.objects.get(kind=Alert.Kind.API_RECOVERED)
+    assert (recovered.outage, recovered.state) == (outage, Alert.State.SENT)
+
+
+def test_the_database_keeps_one_alert_per_scan_or_outage_kind_and_snooze():
+    scan = make_scan("one-alert")
+    run = RefreshRun.objects.create(outcome=RefreshRun.Outcome.FAILED)
+    snooze = alerts_snooze(until=datetime.now(UTC) + timedelta(hours=1))
+    identities = [
+        {"scan": scan, "kind": Alert.Kind.STUCK},
+        {"scan": scan, "kind": Alert.Kind.STUCK, "snooze": snooze},
+        {"outage": run, "kind": Alert.Kind.API_DOWN},
+        {"outage": run, "kind": Alert.Kind.API_DOWN, "snooze": snooze},
+    ]
+
+    def alerts() -> list[Alert]:
+        return [Alert(subject="x", body_text="x", body_html="x", **identity) for identity in identities]
+
+    Alert.objects.bulk_create(alerts())
+    Alert.objects.bulk_create(alerts(), ignore_conflicts=True)  # what a second detection does: nothing
+    assert Alert.objects.count() == 4
+    for identity in identities:
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Alert.objects.create(subject="again", body_text="x", body_html="x", **identity)
+    # Digests are not about one thing: any number of them.
+    Alert.objects.bulk_create([Alert(kind=Alert.Kind.FAILED, is_digest=True) for _ in range(2)])
+    assert Alert.objects.filter(is_digest=True).count() == 2
 
 
 # --- Concurrency ----------------------------------------------------------------------------------------------
@@ -666,3 +743,89 @@ def test_two_detections_at_once_write_each_alert_and_the_digest_once(settings, s
     assert Alert.objects.filter(is_digest=False).count() == 30
     assert Alert.objects.get(is_digest=True).members.count() == 30
     assert [message["Subject"] for message in smtp_server.messages] == ["[Scans Scan failed] 30 scans at once"]
+
+
+# --- Migration 0008: keys into columns --------------------------------------------------------------------------
+
+BEFORE_0008 = [("scans", "0007_scan_no_default_ordering")]
+AT_0008 = [("scans", "0008_alert_identity_columns")]
+
+
+def _migrate(targets) -> Apps:
+    """Move the test database's schema to `targets` and return the models as they are there."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+def _legacy_outbox(apps) -> dict[str, object]:
+    """Alerts as 0007 stored them, keyed by their string key; some name a snooze or run deleted since."""
+    Scan, Alert = apps.get_model("scans", "Scan"), apps.get_model("scans", "Alert")
+    RefreshRun, AlertSnooze = apps.get_model("scans", "RefreshRun"), apps.get_model("scans", "AlertSnooze")
+    scan, other = Scan.objects.create(tracking_id="mig-1"), Scan.objects.create(tracking_id="mig-2")
+    run, gone_run = (RefreshRun.objects.create(outcome="failed") for _ in range(2))
+    snooze, gone_snooze = (AlertSnooze.objects.create(until=T0) for _ in range(2))
+    gone_run_pk, gone_snooze_pk = gone_run.pk, gone_snooze.pk
+    gone_run.delete()
+    gone_snooze.delete()
+    rows = {
+        f"failed:{scan.pk}": {"kind": "failed", "scan": scan},
+        f"stuck:{scan.pk}": {"kind": "stuck", "scan": scan},
+        f"stuck:{scan.pk}:snoozed:{snooze.pk}": {"kind": "stuck", "scan": scan},
+        f"stuck:{other.pk}:snoozed:{gone_snooze_pk}": {"kind": "stuck", "scan": other},
+        f"stuck_resolved:{scan.pk}": {"kind": "stuck_resolved", "scan": scan},
+        f"api_down:{run.pk}": {"kind": "api_down"},
+        f"api_down:{run.pk}:snoozed:{snooze.pk}": {"kind": "api_down"},
+        f"api_recovered:{run.pk}": {"kind": "api_recovered"},
+        f"api_auth:{gone_run_pk}": {"kind": "api_auth"},
+        "digest:failed:0123abcd": {"kind": "failed", "is_digest": True},
+    }
+    for key, fields in rows.items():
+        Alert.objects.create(key=key, subject=key, body_text="", body_html="", created_at=T0, **fields)
+    return {
+        "scan": scan.pk,
+        "other": other.pk,
+        "run": run.pk,
+        "snooze": snooze.pk,
+        "gone_snooze": gone_snooze_pk,
+        "gone_run": gone_run_pk,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0008_moves_each_key_into_columns_and_back():
+    # Transactional: the SQLite schema editor cannot run inside the atomic block of an ordinary test.
+    try:
+        ids = _legacy_outbox(_migrate(BEFORE_0008))
+
+        apps = _migrate(AT_0008)
+
+        Alert = apps.get_model("scans", "Alert")
+        identity = {row[0]: row[1:] for row in Alert.objects.values_list("subject", "scan", "outage", "snooze")}
+        scan, run, snooze, gone_snooze = ids["scan"], ids["run"], ids["snooze"], ids["gone_snooze"]
+        assert identity == {
+            f"failed:{scan}": (scan, None, None),
+            f"stuck:{scan}": (scan, None, None),
+            f"stuck:{scan}:snoozed:{snooze}": (scan, None, snooze),
+            f"stuck:{ids['other']}:snoozed:{gone_snooze}": (ids["other"], None, gone_snooze),
+            f"stuck_resolved:{scan}": (scan, None, None),
+            f"api_down:{run}": (None, run, None),
+            f"api_down:{run}:snoozed:{snooze}": (None, run, snooze),
+            f"api_recovered:{run}": (None, run, None),
+            # Its first run went with the retention before the run was tied to the alert.
+            f"api_auth:{ids['gone_run']}": (None, None, None),
+            "digest:failed:0123abcd": (None, None, None),
+        }
+        recreated = apps.get_model("scans", "AlertSnooze").objects.get(pk=gone_snooze)
+        assert (recreated.until, recreated.ended_at) == (T0, T0)  # over, so it holds nothing back now
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Alert.objects.create(kind="stuck", scan_id=scan, subject="again", body_text="", body_html="")
+
+        apps = _migrate(BEFORE_0008)
+
+        rebuilt = dict(apps.get_model("scans", "Alert").objects.values_list("subject", "key"))
+        assert rebuilt.pop(f"api_auth:{ids['gone_run']}").startswith("api_auth:legacy-")
+        assert rebuilt.pop("digest:failed:0123abcd").startswith("digest:failed:")
+        assert rebuilt == {subject: subject for subject in rebuilt}  # every other key exactly as it was
+    finally:
+        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())

@@ -1,16 +1,13 @@
-"""Template helpers: durations, status styling, stuck detection, query-string links and the hourly chart."""
+"""Template helpers: durations, status styling, stuck detection, sort links and the hourly chart."""
 
 import json
 from datetime import datetime, timedelta
 
 from django import template
-from django.http import QueryDict
 
 register = template.Library()
 
 STATUS_CLASSES = {"PENDING": "pending", "IN-PROGRESS": "running", "SUCCESS": "success", "FAILED": "failed"}
-# Parameters that belong to one request only and never to a link.
-_TRANSIENT = ("v", "part")
 
 
 @register.filter
@@ -60,30 +57,10 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-@register.simple_tag
-def url_with(query: QueryDict, **changes) -> str:
-    """The current query string with some parameters changed; a change to None or "" removes it.
-
-    Any change other than the page resets the page to the first.
-    """
-    params = query.copy()
-    for name in _TRANSIENT:
-        params.pop(name, None)
-    if "page" not in changes:
-        params.pop("page", None)
-    for name, value in changes.items():
-        if value in (None, ""):
-            params.pop(name, None)
-        else:
-            params[name] = str(value)
-    encoded = params.urlencode()
-    return f"?{encoded}" if encoded else "?"
-
-
-@register.simple_tag
-def sort_link(query: QueryDict, current: str, column: str) -> str:
-    """Link for a sortable column header: first click sorts descending, the next ascending."""
-    return url_with(query, sort=column if current == f"-{column}" else f"-{column}")
+@register.filter
+def toggled_sort(current: str, column: str) -> str:
+    """The sort a column header's link asks for: descending first, ascending on the next click."""
+    return column if current == f"-{column}" else f"-{column}"
 
 
 @register.simple_tag

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from scans import alerts, selectors, services
 from scans.forms import MuteForm, SnoozeForm, SubscriptionForm
-from scans.models import Alert, AlertMute, AlertSubscription
+from scans.models import Alert
 from scans.views.common import back_to, operate_required, view_required
 
 
@@ -53,57 +52,95 @@ def alert_resend(request: HttpRequest, alert_id: int) -> HttpResponse:
 
 @login_required
 @view_required
+@require_safe
 def alert_settings(request: HttpRequest) -> HttpResponse:
-    """My alert subscription; for operators also mutes and the maintenance snooze."""
+    """My alert subscription; for operators also mutes and the snooze. Each form posts to its own URL."""
+    return _settings_page(request)
+
+
+def _settings_page(
+    request: HttpRequest,
+    *,
+    subscription_form: SubscriptionForm | None = None,
+    mute_form: MuteForm | None = None,
+    snooze_form: SnoozeForm | None = None,
+) -> HttpResponse:
+    """The settings page; a form that was refused comes in bound (answered with 400), the others fresh."""
     now = timezone.now()
-    subscription = AlertSubscription.objects.filter(user=request.user).first()
-    form = SubscriptionForm(
-        request.POST if request.POST.get("form") == "subscription" else None,
-        initial={
-            "email": subscription.email if subscription else "",
-            "kinds": subscription.kinds if subscription else [],
-        },
-    )
-    mute_form = MuteForm(request.POST if request.POST.get("form") == "mute" else None)
-    snooze_form = SnoozeForm(request.POST if request.POST.get("form") == "snooze" else None, now=now)
-    if request.method == "POST":
-        done = _alert_settings_post(request, form, mute_form, snooze_form, now)
-        if done:
-            messages.success(request, done)
-            return redirect("scans:alert-settings")
+    refused = any(form is not None for form in (subscription_form, mute_form, snooze_form))
+    if subscription_form is None:
+        current = alerts.alert_subscription_for(user=request.user)
+        initial = {"email": current.email, "kinds": current.kinds} if current else {}
+        subscription_form = SubscriptionForm(initial=initial)
     context = {
-        "form": form,
-        "mute_form": mute_form,
-        "snooze_form": snooze_form,
-        "mutes": AlertMute.objects.select_related("scan", "created_by").order_by("-created_at"),
+        "form": subscription_form,
+        "mute_form": mute_form if mute_form is not None else MuteForm(),
+        "snooze_form": snooze_form if snooze_form is not None else SnoozeForm(now=now),
+        "mutes": alerts.alert_mute_list(),
         "snooze": alerts.active_snooze(now=now),
         "can_operate": request.user.has_perm("scans.operate_scans"),
     }
-    return render(request, "scans/alert_settings.html", context)
+    return render(request, "scans/alert_settings.html", context, status=400 if refused else 200)
 
 
-def _alert_settings_post(request, form, mute_form, snooze_form, now) -> str:
-    """Apply one of the settings forms; return the message on success, "" to show the form's errors."""
-    which = request.POST.get("form")
-    if which == "subscription" and form.is_valid():
-        AlertSubscription.objects.update_or_create(
-            user=request.user, defaults={"email": form.cleaned_data["email"], "kinds": form.cleaned_data["kinds"]}
-        )
-        return "Your alert subscription is saved."
-    if which in ("mute", "unmute", "snooze", "end-snooze") and not request.user.has_perm("scans.operate_scans"):
-        raise PermissionDenied
-    if which == "mute" and mute_form.is_valid():
-        data = mute_form.cleaned_data
-        alerts.scans_mute(scan=data.get("scan"), label=data["label"], user=request.user)
-        return "Muted."
-    if which == "unmute":
-        AlertMute.objects.filter(pk=request.POST.get("mute_id") or 0).delete()
-        return "Mute removed."
-    if which == "snooze" and snooze_form.is_valid():
-        data = snooze_form.cleaned_data
-        alerts.alerts_snooze(until=data["until"], reason=data["reason"], user=request.user)
-        return f"All alerts are snoozed until {data['until']:%Y-%m-%d %H:%M} UTC."
-    if which == "end-snooze":
-        alerts.alerts_end_snooze(now=now)
-        return "Snooze ended: alerts are on again."
-    return ""
+def _saved(request: HttpRequest, message: str, *, info: bool = False) -> HttpResponse:
+    (messages.info if info else messages.success)(request, message)
+    return redirect("scans:alert-settings")
+
+
+@login_required
+@view_required
+@require_POST
+def alert_subscription_update(request: HttpRequest) -> HttpResponse:
+    """Save which kinds of alert I get, and where."""
+    form = SubscriptionForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, subscription_form=form)
+    data = form.cleaned_data
+    alerts.alert_subscription_save(user=request.user, email=data["email"], kinds=data["kinds"])
+    return _saved(request, "Your alert subscription is saved.")
+
+
+@login_required
+@operate_required
+@require_POST
+def alert_mute_create(request: HttpRequest) -> HttpResponse:
+    """Mute alerts about one scan, or about every scan with a label."""
+    form = MuteForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, mute_form=form)
+    alerts.alerts_mute(scan=form.cleaned_data["scan"], label=form.cleaned_data["label"], user=request.user)
+    return _saved(request, "Muted.")
+
+
+@login_required
+@operate_required
+@require_POST
+def alert_mute_delete(request: HttpRequest, mute_id: int) -> HttpResponse:
+    """Remove a mute: alerts about that scan or label are sent again."""
+    if alerts.alerts_unmute(mute_id=mute_id):
+        return _saved(request, "Mute removed.")
+    return _saved(request, "That mute had already been removed.", info=True)
+
+
+@login_required
+@operate_required
+@require_POST
+def alert_snooze_start(request: HttpRequest) -> HttpResponse:
+    """Snooze every alert until a time in the future (a maintenance window)."""
+    form = SnoozeForm(request.POST, now=timezone.now())
+    if not form.is_valid():
+        return _settings_page(request, snooze_form=form)
+    until = form.cleaned_data["until"]
+    alerts.alerts_snooze(until=until, reason=form.cleaned_data["reason"], user=request.user)
+    return _saved(request, f"All alerts are snoozed until {until:%Y-%m-%d %H:%M} UTC.")
+
+
+@login_required
+@operate_required
+@require_POST
+def alert_snooze_end(request: HttpRequest) -> HttpResponse:
+    """End the snooze in force: alerts are sent again from the next run."""
+    if alerts.alerts_end_snooze():
+        return _saved(request, "Snooze ended: alerts are on again.")
+    return _saved(request, "No snooze was in force.", info=True)

@@ -1,6 +1,13 @@
-"""Pages of the scans app: the live list, a scan's page, adding scans, and the operators' actions."""
+"""Pages of the scans app: the live list and its header, a scan's page, adding scans, and operator actions.
+
+Each operation has its own URL and decorators; every write goes through scans.services (or scans.alerts for
+mutes). A URL that answers htmx with a fragment and a browser with the full page varies on HX-Request, so the
+browser's cache never hands the fragment to the Back button.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,46 +16,36 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
+from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from scans import alerts, selectors, services
-from scans.forms import (
-    AddScansForm,
-    BulkActionForm,
-    LabelForm,
-    parse_filters,
-)
-from scans.models import AlertMute, Scan
+from scans.forms import AddScansForm, BulkLabelForm, LabelForm, ScanFilterForm, ScanSelectionForm
+from scans.models import Scan
 from scans.views.common import back_to, operate_required, view_required
 
 # An ID this long is a pasted full tracking ID rather than a fragment to search for.
 FULL_ID_MIN_LENGTH = 20
+# Parameters that belong to one poll request, never to a link built from it.
+_TRANSIENT = ("v",)
 
 
 @login_required
 @view_required
+@vary_on_headers("HX-Request")
 def scan_list(request: HttpRequest) -> HttpResponse:
     """Every tracked scan, filtered, searched, sorted and paged from the query string; live via htmx."""
-    if request.GET.get("part") == "header":
-        return _header(request)
     polled = request.GET.get("v")
     if polled and request.htmx and polled == selectors.scans_version():
         return HttpResponse(status=204)  # nothing changed: htmx keeps the table as it is
-    filters, problems = parse_filters(request.GET)
+    form = ScanFilterForm(request.GET)
+    form.is_valid()  # a bad value is reported on the page and ignored; the list is shown either way
+    filters = form.filters()
     if not polled and len(filters.q) >= FULL_ID_MIN_LENGTH:
         scan = selectors.scan_by_tracking_id(filters.q)
         if scan:
             return _go(request, reverse("scans:detail", args=[scan.tracking_id]))
-    now = timezone.now()
-    context = {
-        "filters": filters,
-        "problems": problems,
-        "listing": selectors.scan_list_for_dashboard(filters=filters, now=now),
-        "version": selectors.scans_version(),
-        "chips": selectors.CHIPS,
-        "query": request.GET.copy(),
-        "now": now,
-    }
+    context = _list_context(request, form)
     if request.htmx and not request.htmx.history_restore_request:
         return render(request, "scans/list.html#scan-table", context)
     context |= {
@@ -59,7 +56,27 @@ def scan_list(request: HttpRequest) -> HttpResponse:
     return render(request, "scans/list.html", context)
 
 
-def _header(request: HttpRequest) -> HttpResponse:
+def _list_context(request: HttpRequest, form: ScanFilterForm) -> dict:
+    now = timezone.now()
+    filters = form.filters()
+    query = request.GET.copy()
+    for name in _TRANSIENT:
+        query.pop(name, None)
+    return {
+        "filters": filters,
+        "problems": form.problems,
+        "listing": selectors.scan_list_for_dashboard(filters=filters, now=now),
+        "version": selectors.scans_version(),
+        "chips": selectors.CHIPS,
+        "query": query,
+        "now": now,
+    }
+
+
+@login_required
+@view_required
+def scan_list_header(request: HttpRequest) -> HttpResponse:
+    """The list's live header (counts, 24 h figures, the poller's health); 204 while nothing changed."""
     version = selectors.header_version()
     if request.GET.get("v") == version:
         return HttpResponse(status=204)
@@ -81,6 +98,7 @@ def _get_scan_or_404(tracking_id: str) -> Scan:
 
 @login_required
 @view_required
+@vary_on_headers("HX-Request")
 def scan_detail(request: HttpRequest, tracking_id: str) -> HttpResponse:
     """Everything about one scan: fields, timeline, error, raw answer; live until the scan is final."""
     scan = _get_scan_or_404(tracking_id)
@@ -95,76 +113,146 @@ def scan_detail(request: HttpRequest, tracking_id: str) -> HttpResponse:
         "version": version,
         "now": now,
         "alerts": selectors.alerts_for_scan(scan=scan),
-        "muted": AlertMute.objects.filter(scan=scan).exists(),
+        "muted": selectors.scan_is_muted(scan=scan),
     }
     template = "scans/detail.html#scan-live" if request.htmx and not request.htmx.boosted else "scans/detail.html"
     return render(request, template, context)
 
 
-@login_required
-@operate_required
-@require_POST
-def scan_action(request: HttpRequest, tracking_id: str, action: str) -> HttpResponse:
-    """Refresh now, archive, restore or relabel one scan."""
-    scan = _get_scan_or_404(tracking_id)
-    if action in ("mute", "unmute"):
-        if action == "mute":
-            alerts.scans_mute(scan=scan, user=request.user)
-            messages.success(request, "Alerts about this scan are muted.")
-        else:
-            AlertMute.objects.filter(scan=scan).delete()
-            messages.success(request, "Alerts about this scan are back on.")
-    elif action == "label":
-        form = LabelForm(request.POST)
-        if not form.is_valid():
-            messages.error(request, "A label is at most 200 characters.")
-        else:
-            services.scans_set_label(scan_ids=[scan.pk], label=form.cleaned_data["label"])
-            messages.success(request, "Label saved.")
+def _done(request: HttpRequest, count: int, done: str, nothing: str) -> None:
+    """Tell the operator what an action changed: `done` (with {n}) when it changed something, else `nothing`."""
+    if count:
+        messages.success(request, done.format(n=count))
     else:
-        done = _apply(action, [scan.pk])
-        if done:
-            messages.success(request, done)
-        else:
-            messages.info(request, "Nothing to do for this scan.")
+        messages.info(request, nothing)
+
+
+def _back_to_scan(request: HttpRequest, scan: Scan) -> HttpResponse:
     return redirect(back_to(request, reverse("scans:detail", args=[scan.tracking_id])))
 
 
-def _apply(action: str, scan_ids: list[int], label: str = "") -> str:
-    """Run one operator action; return what happened, or "" if nothing changed."""
-    if action == "refresh":
-        n = services.scans_refresh_now(scan_ids=scan_ids)
-        return f"Refresh requested for {n} scan(s)." if n else ""
-    if action == "archive":
-        n = services.scans_archive(scan_ids=scan_ids)
-        return f"Archived {n} scan(s): they are no longer polled." if n else ""
-    if action == "restore":
-        n = services.scans_restore(scan_ids=scan_ids)
-        return f"Restored {n} scan(s)." if n else ""
-    if action == "label":
-        n = services.scans_set_label(scan_ids=scan_ids, label=label)
-        return f"Label set on {n} scan(s)." if n else ""
-    raise Http404("Unknown action.")
+def _act(request: HttpRequest, tracking_id: str, service: Callable[..., int], done: str, nothing: str):
+    """Run an operator service on one scan, say what it changed, and go back where the operator was."""
+    scan = _get_scan_or_404(tracking_id)
+    _done(request, service(scan_ids=[scan.pk]), done, nothing)
+    return _back_to_scan(request, scan)
 
 
 @login_required
 @operate_required
 @require_POST
-def scan_bulk(request: HttpRequest) -> HttpResponse:
-    """Apply one action to the selected rows of the list."""
-    form = BulkActionForm(request.POST)
+def scan_refresh(request: HttpRequest, tracking_id: str) -> HttpResponse:
+    """Poll one scan at the next worker run instead of at its scheduled check."""
+    nothing = "This scan is final or archived: there is nothing to refresh."
+    return _act(request, tracking_id, services.scans_refresh_now, "Refresh requested.", nothing)
+
+
+@login_required
+@operate_required
+@require_POST
+def scan_label(request: HttpRequest, tracking_id: str) -> HttpResponse:
+    """Set or clear one scan's label."""
+    scan = _get_scan_or_404(tracking_id)
+    form = LabelForm(request.POST)
     if form.is_valid():
-        ids = list(
-            Scan.objects.filter(tracking_id__in=form.cleaned_data["tracking_ids"]).values_list("pk", flat=True)
-        )
-        done = _apply(form.cleaned_data["action"], ids, form.cleaned_data["label"])
-        if done:
-            messages.success(request, done)
-        else:
-            messages.info(request, "None of the selected scans changed.")
+        services.scans_set_label(scan_ids=[scan.pk], label=form.cleaned_data["label"])
+        messages.success(request, "Label saved.")
     else:
-        messages.error(request, " ".join(error for errors in form.errors.values() for error in errors))
+        messages.error(request, "A label is at most 200 characters.")
+    return _back_to_scan(request, scan)
+
+
+@login_required
+@operate_required
+@require_POST
+def scan_archive(request: HttpRequest, tracking_id: str) -> HttpResponse:
+    """Stop tracking one scan: it leaves the default list and is never polled."""
+    done = "Archived: this scan is no longer polled."
+    return _act(request, tracking_id, services.scans_archive, done, "This scan is archived already.")
+
+
+@login_required
+@operate_required
+@require_POST
+def scan_restore(request: HttpRequest, tracking_id: str) -> HttpResponse:
+    """Track an archived scan again."""
+    done = "Restored: this scan is tracked again."
+    return _act(request, tracking_id, services.scans_restore, done, "This scan is not archived.")
+
+
+@login_required
+@operate_required
+@require_POST
+def scan_mute(request: HttpRequest, tracking_id: str) -> HttpResponse:
+    """No more alerts about this scan."""
+    scan = _get_scan_or_404(tracking_id)
+    alerts.alerts_mute(scan=scan, user=request.user)
+    messages.success(request, "Alerts about this scan are muted.")
+    return _back_to_scan(request, scan)
+
+
+@login_required
+@operate_required
+@require_POST
+def scan_unmute(request: HttpRequest, tracking_id: str) -> HttpResponse:
+    """Alerts about this scan again."""
+    scan = _get_scan_or_404(tracking_id)
+    alerts.alerts_unmute(scan=scan)
+    messages.success(request, "Alerts about this scan are back on.")
+    return _back_to_scan(request, scan)
+
+
+def _bulk(
+    request: HttpRequest,
+    form_class: type[ScanSelectionForm],
+    action: Callable[..., int],
+    done: str,
+    *,
+    fields: tuple[str, ...] = (),
+) -> HttpResponse:
+    """Apply a service to the rows selected in the list (plus the form's `fields`) and go back to the list."""
+    form = form_class(request.POST)
+    if form.is_valid():
+        extra = {name: form.cleaned_data[name] for name in fields}
+        count = action(scan_ids=[scan.pk for scan in form.cleaned_data["ids"]], **extra)
+        _done(request, count, done, "None of the selected scans changed.")
+    else:
+        messages.error(request, " ".join(message for errors in form.errors.values() for message in errors))
     return redirect(back_to(request, reverse("scans:list")))
+
+
+@login_required
+@operate_required
+@require_POST
+def scans_bulk_refresh(request: HttpRequest) -> HttpResponse:
+    """Refresh the selected scans now."""
+    return _bulk(request, ScanSelectionForm, services.scans_refresh_now, "Refresh requested for {n} scan(s).")
+
+
+@login_required
+@operate_required
+@require_POST
+def scans_bulk_archive(request: HttpRequest) -> HttpResponse:
+    """Archive the selected scans."""
+    return _bulk(
+        request, ScanSelectionForm, services.scans_archive, "Archived {n} scan(s): they are no longer polled."
+    )
+
+
+@login_required
+@operate_required
+@require_POST
+def scans_bulk_restore(request: HttpRequest) -> HttpResponse:
+    """Track the selected archived scans again."""
+    return _bulk(request, ScanSelectionForm, services.scans_restore, "Restored {n} scan(s).")
+
+
+@login_required
+@operate_required
+@require_POST
+def scans_bulk_label(request: HttpRequest) -> HttpResponse:
+    """Give the selected scans one label."""
+    return _bulk(request, BulkLabelForm, services.scans_set_label, "Label set on {n} scan(s).", fields=("label",))
 
 
 @login_required
