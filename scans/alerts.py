@@ -281,38 +281,61 @@ def alerts_send_due(*, now: datetime | None = None, limit: int = 200) -> SendRes
     """Mail the pending alerts that are due; a failed send waits with backoff and is tried again later."""
     now = now or timezone.now()
     result = SendResult()
+    claim = _claim_due(now=now, limit=limit)
+    if claim is None:
+        return result
+    token, claimed = claim
+    to_send = _drop_suppressed(claimed, token=token, now=now, result=result)
+    if to_send:
+        _mail(to_send, token=token, now=now, result=result)
+    return result
+
+
+def _claim_due(*, now: datetime, limit: int) -> tuple[str, list[Alert]] | None:
+    """Claim up to `limit` due alerts for this sender alone; None when none is due."""
     due = Alert.objects.filter(state=Alert.State.PENDING, next_attempt_at__lte=now)
     candidates = list(due.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:limit])
     if not candidates:
-        return result
+        return None
     token = uuid.uuid4().hex
     # Conditional claim: a row another sender claimed first has moved its next_attempt_at past now.
     due.filter(pk__in=candidates).update(
         claim_token=token, next_attempt_at=now + SEND_LEASE, attempts=F("attempts") + 1
     )
-    claimed = list(Alert.objects.filter(claim_token=token).select_related("scan").order_by("pk"))
-    # A snooze or mute made while an alert waited (e.g. for the mail server to come back) applies to it too.
+    return token, list(Alert.objects.filter(claim_token=token).select_related("scan").order_by("pk"))
+
+
+def _drop_suppressed(claimed: list[Alert], *, token: str, now: datetime, result: SendResult) -> list[Alert]:
+    """Record as suppressed the claimed alerts a snooze or mute now holds back; return the rest.
+
+    A snooze or mute made while an alert waited (e.g. for the mail server to come back) applies to it too.
+    """
     suppression = _Suppression(now)
-    for alert in list(claimed):
+    to_send = []
+    for alert in claimed:
         reason = suppression.reason(alert.scan)
-        if reason:
-            alert.state, alert.suppressed_reason = Alert.State.SUPPRESSED, reason[:200]
-            Alert.objects.filter(pk=alert.pk, claim_token=token).update(
-                state=alert.state, suppressed_reason=alert.suppressed_reason, claim_token=""
-            )
-            claimed.remove(alert)
-            result.suppressed.append(alert)
-    if not claimed:
-        return result
+        if not reason:
+            to_send.append(alert)
+            continue
+        alert.state, alert.suppressed_reason = Alert.State.SUPPRESSED, reason[:200]
+        Alert.objects.filter(pk=alert.pk, claim_token=token).update(
+            state=alert.state, suppressed_reason=alert.suppressed_reason, claim_token=""
+        )
+        result.suppressed.append(alert)
+    return to_send
+
+
+def _mail(alerts: list[Alert], *, token: str, now: datetime, result: SendResult) -> None:
+    """Send each alert over one SMTP connection and record each outcome on its row."""
     connection = get_connection(fail_silently=False, timeout=settings.EMAIL_TIMEOUT)
     try:
         connection.open()
     except Exception as exc:
-        for alert in claimed:
+        for alert in alerts:
             _record_failure(alert, token, exc, now, result)
-        return result
+        return
     try:
-        for alert in claimed:
+        for alert in alerts:
             try:
                 message_for(alert, connection=connection).send()
             except Exception as exc:
@@ -327,7 +350,6 @@ def alerts_send_due(*, now: datetime | None = None, limit: int = 200) -> SendRes
             connection.close()
         except Exception:  # the server may already have gone; what was sent is recorded
             logger.warning("closing the mail connection failed", exc_info=True)
-    return result
 
 
 def _record_failure(alert: Alert, token: str, exc: Exception, now: datetime, result: SendResult) -> None:

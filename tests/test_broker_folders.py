@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_PUBLISH = "import django; django.setup(); from dashboard.celery import app; app.send_task('scans.tasks.send_alerts')"
+_PUBLISH = (
+    "import django; django.setup(); from dashboard.celery import app; app.send_task('scans.tasks.send_alerts')"
+)
 
 
 def test_publishing_a_task_writes_the_queue_and_its_control_files_under_var_only(tmp_path):
