@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+from tests.factories import make_user_in_group
+from tests.ports import free_port
+
 pytest_plugins = ["tests.simulator_fixtures"]
 
 
@@ -40,14 +43,6 @@ def protecto_settings(settings, simulator):
     return settings
 
 
-def _user_in_group(django_user_model, username: str, group: str):
-    from django.contrib.auth.models import Group
-
-    user = django_user_model.objects.create_user(username=username, password=f"pw-{username}-1")
-    user.groups.add(Group.objects.get(name=group))  # the groups come from the roles migration
-    return user
-
-
 @pytest.fixture
 def eager_celery(settings):
     """Queued tasks run in-process, so a test sees the refresh a worker would have done."""
@@ -57,13 +52,13 @@ def eager_celery(settings):
 
 
 @pytest.fixture
-def operator(django_user_model):
-    return _user_in_group(django_user_model, "olivia", "Operators")
+def operator(db):
+    return make_user_in_group("olivia", "Operators")
 
 
 @pytest.fixture
-def viewer(django_user_model):
-    return _user_in_group(django_user_model, "victor", "Viewers")
+def viewer(db):
+    return make_user_in_group("victor", "Viewers")
 
 
 @pytest.fixture
@@ -133,13 +128,9 @@ def smtp_server(settings):
 
     `.refuse = True` answers 421 to every message; `.stop()` refuses the connection itself until `.start()`.
     """
-    import socket
-
     from aiosmtpd.controller import Controller
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     inbox = _Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()

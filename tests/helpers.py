@@ -1,27 +1,17 @@
-"""Test helpers: scans with sensible defaults, and reading the rendered pages the way a user (or htmx) would."""
+"""Reading the rendered pages the way a user (or htmx) would: through an HTML parser, never by attribute order.
+
+Every helper here checks markup (what the browser shows or htmx requests), so each reads the HTML rather than
+`response.context`: a template that dropped a row, a chip or a poller must fail these, even when the view's data
+was right.
+"""
 
 from __future__ import annotations
 
 import html
-import itertools
-import re
 
+from bs4 import BeautifulSoup, Tag
 from django.http import HttpResponse
-
-from scans.models import Scan
-
-_serial = itertools.count(1)
-_LISTED_ID = re.compile(r'<a class="mono" href="/scans/([^/"]+)/">')
-_CHIP = re.compile(r'class="chip chip-(\w+)"[^>]*>[^<]*<span class="chip-count">(\d+)</span>')
-_CURRENT_CHIP = re.compile(r'class="chip chip-(\w+)"[^>]*aria-current="true"')
-_TABLE_POLL = re.compile(r'<div hx-get="([^"]+)"[^>]*data-live-poller')
-_HEADER_POLL = re.compile(r'<section id="live-header"[^>]*hx-get="([^"]+)"')
-_SCAN_POLL = re.compile(r'<section id="scan-live"[^>]*hx-get="([^"]+)"')
-
-
-def make_scan(tracking_id: str | None = None, **fields) -> Scan:
-    """A tracked scan; its tracking ID is unique (and contains no search-worthy text) unless one is given."""
-    return Scan.objects.create(tracking_id=tracking_id or f"scan-{next(_serial):05d}", **fields)
+from django.urls import resolve
 
 
 def page_text(response: HttpResponse) -> str:
@@ -29,42 +19,67 @@ def page_text(response: HttpResponse) -> str:
     return html.unescape(response.content.decode())
 
 
+def parse_html(response: HttpResponse) -> BeautifulSoup:
+    """The response body as a parsed document (the stdlib parser, as forgiving as a browser about markup)."""
+    return BeautifulSoup(response.content.decode(), "html.parser")
+
+
 def listed_ids(response: HttpResponse) -> list[str]:
-    """Tracking IDs of the table's rows, in the order shown."""
-    return _LISTED_ID.findall(response.content.decode())
+    """Tracking IDs of the table's rows, in the order shown.
+
+    Read from each row's link to its scan page rather than from the link text: the alerts page shortens long
+    IDs in the text, the link always carries the whole one.
+    """
+    links = parse_html(response).select("table tbody a.mono[href]")
+    return [resolve(link["href"]).kwargs["tracking_id"] for link in links]
+
+
+def _chip_key(chip: Tag) -> str:
+    return next(name.removeprefix("chip-") for name in chip["class"] if name.startswith("chip-"))
 
 
 def chip_counts(response: HttpResponse) -> dict[str, int]:
-    """The number on each status chip, by chip key (all, pending, ..., stuck)."""
-    return {key: int(count) for key, count in _CHIP.findall(response.content.decode())}
+    """The number on each status chip, by chip key (all, pending, ..., stuck); chips with no number are skipped."""
+    counts = {}
+    for chip in parse_html(response).select("nav.chips a.chip"):
+        count = chip.select_one("span.chip-count")
+        if count is not None:
+            counts[_chip_key(chip)] = int(count.get_text(strip=True))
+    return counts
 
 
 def current_chip(response: HttpResponse) -> str | None:
     """The key of the chip marked as the current filter."""
-    match = _CURRENT_CHIP.search(response.content.decode())
-    return match.group(1) if match else None
+    chip = parse_html(response).select_one('nav.chips a.chip[aria-current="true"]')
+    return _chip_key(chip) if chip is not None else None
 
 
-def _poll_url(pattern: re.Pattern, response: HttpResponse) -> str:
-    match = pattern.search(response.content.decode())
-    assert match, "the page has no poller"
-    return html.unescape(match.group(1))
+def _poll_url(selector: str, response: HttpResponse) -> str:
+    poller = parse_html(response).select_one(selector)
+    assert poller is not None, f"the page has no poller ({selector})"
+    return poller["hx-get"]
+
+
+_TABLE_POLLER = "div[data-live-poller][hx-get]"
+_HEADER_POLLER = "section#live-header[hx-get]"
+_SCAN_POLLER = "section#scan-live[hx-get]"
 
 
 def table_poll_url(response: HttpResponse) -> str:
     """The URL the list's live table polls, exactly as htmx would request it."""
-    return _poll_url(_TABLE_POLL, response)
+    return _poll_url(_TABLE_POLLER, response)
 
 
 def header_poll_url(response: HttpResponse) -> str:
-    """The URL the live header polls."""
-    return _poll_url(_HEADER_POLL, response)
+    """The URL the live header polls (on the full page: the first request, which loads the header)."""
+    return _poll_url(_HEADER_POLLER, response)
 
 
 def scan_poll_url(response: HttpResponse) -> str:
     """The URL a scan page polls while the scan can still change."""
-    return _poll_url(_SCAN_POLL, response)
+    return _poll_url(_SCAN_POLLER, response)
 
 
 def has_scan_poller(response: HttpResponse) -> bool:
-    return _SCAN_POLL.search(response.content.decode()) is not None
+    """Whether the scan page still polls (it stops once nothing about the scan can change)."""
+    return parse_html(response).select_one(_SCAN_POLLER) is not None

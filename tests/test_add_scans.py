@@ -1,27 +1,25 @@
 """Adding scans: pasted IDs and CSV files, an answer for every ID, clear errors for bad input, and a refresh
 at once (a real eager refresh against the simulator) so new scans show a status right away."""
 
-import html
-import re
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from scans.models import Scan
-from tests.helpers import make_scan, page_text
+from tests.factories import make_scan
+from tests.helpers import page_text, parse_html
 
 pytestmark = pytest.mark.django_db
-
-_RESULT_ROW = re.compile(
-    r'<tr><td class="mono">(?:<a href="[^"]*">)?(.*?)(?:</a>)?</td>'
-    r'<td><span class="badge [\w-]+">([^<]+)</span>\s*([^<]*)</td></tr>'
-)
 
 
 def results(response) -> list[tuple[str, str, str]]:
     """(tracking ID as shown, result, reason or note) for each row of the results table."""
-    rows = _RESULT_ROW.findall(response.content.decode())
-    return [(html.unescape(raw), result, html.unescape(note).strip()) for raw, result, note in rows]
+    rows = []
+    for row in parse_html(response).select('section[aria-label="Results"] tbody tr'):
+        shown, outcome = row.find_all("td")
+        badge = outcome.select_one("span.badge")
+        note = "".join(outcome.find_all(string=True, recursive=False))
+        rows.append((shown.get_text(), badge.get_text(), note.strip()))
+    return rows
 
 
 def tracked() -> dict[str, str]:
@@ -39,12 +37,12 @@ def add(client, **data):
 
 
 def test_the_add_page_offers_a_textarea_a_csv_upload_and_a_label(operator_client):
-    page = operator_client.get("/add/").content.decode()
+    form = parse_html(operator_client.get("/add/")).select_one("form.add-form")
 
-    assert '<textarea name="ids"' in page
-    assert 'type="file" name="csv_file"' in page
-    assert 'enctype="multipart/form-data"' in page
-    assert 'name="label"' in page and 'maxlength="200"' in page
+    assert form["method"] == "post" and form["enctype"] == "multipart/form-data"
+    assert form.select_one('textarea[name="ids"]') is not None
+    assert form.select_one('input[type="file"][name="csv_file"]') is not None
+    assert form.select_one('input[name="label"]')["maxlength"] == "200"
 
 
 def test_pasted_ids_may_be_separated_by_newlines_commas_semicolons_or_spaces(operator_client):
@@ -73,9 +71,10 @@ def test_every_id_gets_its_own_result_with_the_reason_for_a_rejection(operator_c
 
 
 def test_the_form_is_empty_again_after_adding(operator_client):
-    page = add(operator_client, ids="once-1", label="x").content.decode()
+    form = parse_html(add(operator_client, ids="once-1", label="x")).select_one("form.add-form")
 
-    assert re.search(r"<textarea[^>]*>\s*</textarea>", page)
+    assert form.select_one('textarea[name="ids"]').get_text().strip() == ""
+    assert not form.select_one('input[name="label"]').has_attr("value")
 
 
 def test_a_csv_with_a_header_gives_each_row_its_own_label(operator_client):

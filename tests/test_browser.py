@@ -18,6 +18,7 @@ from scans.refresh import scans_refresh_due
 from scans.services import scans_track
 from tests.chromium import CHROMIUM, launch_chromium
 from tests.conftest import require_service
+from tests.factories import make_refreshed_scan
 
 pytestmark = [
     pytest.mark.browser,
@@ -99,30 +100,6 @@ def status_badge(row: Locator) -> Locator:
     return row.locator("span.badge").first
 
 
-def make_scan(
-    tracking_id: str, status: str, *, label: str = "", data_source: str = "snowflake", error: str = ""
-) -> Scan:
-    """A scan as a refresh would have stored it, submitted ten minutes ago (so never stuck)."""
-    now = timezone.now()
-    submitted = now - timedelta(minutes=10)
-    started = submitted + timedelta(minutes=1) if status != Scan.Status.PENDING else None
-    final = status in Scan.TERMINAL
-    return Scan.objects.create(
-        tracking_id=tracking_id,
-        status=status,
-        raw_status=status,
-        submitted_at=submitted,
-        started_at=started,
-        ended_at=started + timedelta(minutes=4) if final else None,
-        error_message=error,
-        label=label,
-        data_source=data_source,
-        last_checked_at=now,
-        last_changed_at=now,
-        next_check_at=None if final else now + timedelta(hours=1),
-    )
-
-
 def mark_page(page: Page) -> None:
     """Tag the current document: the tag survives htmx swaps and vanishes on any reload or navigation."""
     page.evaluate("window.__marker = 1")
@@ -157,10 +134,10 @@ def test_a_wrong_password_is_refused_the_right_one_opens_the_dashboard_and_logou
 
 
 def test_a_status_chip_filters_the_table_in_place_and_back_returns_to_all(page: Page, operator, live_server):
-    make_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED, error="Quota exceeded")
-    make_scan("0b6a3f7e-51c2-4d0e-9a11-3c2f7d9e8b10", Scan.Status.FAILED, error="Permission denied")
-    make_scan("9e1d2c3b-4a5f-4e6d-8c7b-6a5f4e3d2c1b", Scan.Status.SUCCESS)
-    make_scan("5d41402a-bc4b-4a76-b971-9d911017c592", Scan.Status.PENDING)
+    make_refreshed_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED, error="Quota exceeded")
+    make_refreshed_scan("0b6a3f7e-51c2-4d0e-9a11-3c2f7d9e8b10", Scan.Status.FAILED, error="Permission denied")
+    make_refreshed_scan("9e1d2c3b-4a5f-4e6d-8c7b-6a5f4e3d2c1b", Scan.Status.SUCCESS)
+    make_refreshed_scan("5d41402a-bc4b-4a76-b971-9d911017c592", Scan.Status.PENDING)
     log_in(page, "olivia")
     expect(table_rows(page)).to_have_count(4)
     mark_page(page)
@@ -180,12 +157,33 @@ def test_a_status_chip_filters_the_table_in_place_and_back_returns_to_all(page: 
     expect(page.locator(".chips .chip-all")).to_have_attribute("aria-current", "true")
 
 
+def test_back_from_a_scan_page_to_a_filtered_list_shows_the_whole_styled_page(page: Page, operator, live_server):
+    make_refreshed_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED, error="Quota exceeded")
+    make_refreshed_scan("9e1d2c3b-4a5f-4e6d-8c7b-6a5f4e3d2c1b", Scan.Status.SUCCESS)
+    log_in(page, "olivia")
+    page.locator(".chips .chip-failed").click()
+    expect(page).to_have_url(f"{live_server.url}/?status=FAILED")
+    expect(table_rows(page)).to_have_count(1)
+
+    page.get_by_role("link", name="47882682-9f38-4f45-afec-daadaa1b230b", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("47882682")
+    page.go_back()
+
+    # The browser's cache holds the table fragment htmx fetched for this URL; only Vary: HX-Request keeps it
+    # from being shown as the page.
+    expect(page).to_have_url(f"{live_server.url}/?status=FAILED")
+    expect(page.locator("header.topbar")).to_be_visible()
+    expect(page.locator("#filters")).to_be_visible()
+    expect(table_rows(page)).to_have_count(1)
+    assert page.evaluate("getComputedStyle(document.body).margin") == "0px", "the stylesheet is not applied"
+
+
 def test_searching_part_of_an_id_filters_in_place_and_a_pasted_full_id_opens_its_page(
     page: Page, operator, live_server
 ):
-    make_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED, label="Nightly CRM sweep")
-    make_scan("c0ffee12-3a4b-4c5d-8e9f-0123456789ab", Scan.Status.SUCCESS, label="HR share audit")
-    make_scan("5d41402a-bc4b-4a76-b971-9d911017c592", Scan.Status.PENDING, label="Nightly CRM sweep")
+    make_refreshed_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED, label="Nightly CRM sweep")
+    make_refreshed_scan("c0ffee12-3a4b-4c5d-8e9f-0123456789ab", Scan.Status.SUCCESS, label="HR share audit")
+    make_refreshed_scan("5d41402a-bc4b-4a76-b971-9d911017c592", Scan.Status.PENDING, label="Nightly CRM sweep")
     log_in(page, "olivia")
     expect(table_rows(page)).to_have_count(3)
     mark_page(page)
@@ -261,7 +259,7 @@ def test_an_operator_pastes_ids_and_sees_what_became_of_each(
     # The refresh the page asks for runs inside the request, against the simulator, instead of being queued.
     settings.CELERY_TASK_ALWAYS_EAGER = True
     simulator.add_scan("e4d3c2b1-new0-4a5b-8c7d-112233445566", status="IN-PROGRESS")
-    make_scan("a1b2c3d4-old0-4e5f-8a9b-665544332211", Scan.Status.SUCCESS)
+    make_refreshed_scan("a1b2c3d4-old0-4e5f-8a9b-665544332211", Scan.Status.SUCCESS)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     log_in(page, "olivia")
@@ -292,9 +290,9 @@ def test_an_operator_pastes_ids_and_sees_what_became_of_each(
 
 
 def test_an_operator_sets_a_label_on_two_selected_rows(page: Page, operator):
-    make_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED)
-    make_scan("c0ffee12-3a4b-4c5d-8e9f-0123456789ab", Scan.Status.IN_PROGRESS)
-    make_scan("5d41402a-bc4b-4a76-b971-9d911017c592", Scan.Status.PENDING)
+    make_refreshed_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED)
+    make_refreshed_scan("c0ffee12-3a4b-4c5d-8e9f-0123456789ab", Scan.Status.IN_PROGRESS)
+    make_refreshed_scan("5d41402a-bc4b-4a76-b971-9d911017c592", Scan.Status.PENDING)
     log_in(page, "olivia")
     bulk = page.locator("#bulk-form")
     expect(bulk).to_be_hidden()
@@ -303,9 +301,8 @@ def test_an_operator_sets_a_label_on_two_selected_rows(page: Page, operator):
     row_for(page, "c0ffee12-3a4b-4c5d-8e9f-0123456789ab").locator("input.row-select").check()
     expect(bulk).to_be_visible()
     expect(bulk.locator("[data-selected-count]")).to_have_text("2")
-    bulk.locator("#bulk-action").select_option("label")
     bulk.locator("#bulk-label").fill("Warehouse PII check")
-    bulk.get_by_role("button", name="Apply to selected").click()
+    bulk.locator("#bulk-label").press("Enter")  # the first button of the bar is Set label
 
     expect(page.locator(".message-success")).to_have_text("Label set on 2 scan(s).")
     expect(row_for(page, "47882682-9f38-4f45-afec-daadaa1b230b")).to_contain_text("Warehouse PII check")
@@ -315,15 +312,14 @@ def test_an_operator_sets_a_label_on_two_selected_rows(page: Page, operator):
 
 
 def test_an_operator_archives_two_selected_rows_and_they_leave_the_list(page: Page, operator):
-    make_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED)
-    make_scan("c0ffee12-3a4b-4c5d-8e9f-0123456789ab", Scan.Status.SUCCESS)
-    make_scan("5d41402a-bc4b-4a76-b971-9d911017c592", Scan.Status.PENDING)
+    make_refreshed_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED)
+    make_refreshed_scan("c0ffee12-3a4b-4c5d-8e9f-0123456789ab", Scan.Status.SUCCESS)
+    make_refreshed_scan("5d41402a-bc4b-4a76-b971-9d911017c592", Scan.Status.PENDING)
     log_in(page, "olivia")
 
     row_for(page, "47882682-9f38-4f45-afec-daadaa1b230b").locator("input.row-select").check()
     row_for(page, "c0ffee12-3a4b-4c5d-8e9f-0123456789ab").locator("input.row-select").check()
-    page.locator("#bulk-action").select_option("archive")
-    page.get_by_role("button", name="Apply to selected").click()
+    page.get_by_role("button", name="Archive (stop tracking)").click()
 
     expect(page.locator(".message-success")).to_have_text("Archived 2 scan(s): they are no longer polled.")
     expect(table_rows(page)).to_have_count(1)
@@ -336,7 +332,7 @@ def test_an_operator_archives_two_selected_rows_and_they_leave_the_list(page: Pa
 
 
 def test_a_viewer_sees_no_operator_controls_and_is_refused_the_add_page(page: Page, viewer):
-    make_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED)
+    make_refreshed_scan("47882682-9f38-4f45-afec-daadaa1b230b", Scan.Status.FAILED)
     log_in(page, "victor")
 
     expect(table_rows(page)).to_have_count(1)

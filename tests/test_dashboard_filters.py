@@ -7,15 +7,16 @@ import pytest
 from django.utils import timezone
 
 from scans import selectors
-from scans.models import RefreshRun, Scan
+from scans.models import Scan
 from scans.services import scans_set_label
+from tests.factories import make_refresh_run, make_scan
 from tests.helpers import (
     chip_counts,
     current_chip,
     header_poll_url,
     listed_ids,
-    make_scan,
     page_text,
+    parse_html,
     table_poll_url,
 )
 
@@ -123,10 +124,10 @@ def test_the_stuck_limits_come_from_the_settings(operator_client, now, settings)
 def test_a_stuck_scan_is_marked_stuck_in_every_listing(operator_client, now):
     make_scan("late", status=Scan.Status.PENDING, submitted_at=now - timedelta(hours=1))
 
-    page = get_list(operator_client).content.decode()
+    row = parse_html(get_list(operator_client)).select_one("#scan-table tbody tr")
 
-    assert 'class="row-pending row-stuck"' in page
-    assert '<span class="badge badge-stuck"' in page
+    assert {"row-pending", "row-stuck"} <= set(row["class"])
+    assert row.select_one("span.badge.badge-stuck") is not None
 
 
 # --- Search ------------------------------------------------------------------------------------------------
@@ -200,9 +201,12 @@ def test_the_data_source_filter_lists_only_that_source_and_offers_every_source(o
     response = get_list(operator_client, "?source=snowflake")
 
     assert listed_ids(response) == ["from-snowflake"]
-    page = response.content.decode()
-    assert '<option value="snowflake" selected>snowflake</option>' in page
-    assert '<option value="s3">s3</option>' in page
+    options = parse_html(response).select("select#source option")
+    assert {option["value"]: option.get_text() for option in options if option["value"]} == {
+        "snowflake": "snowflake",
+        "s3": "s3",
+    }
+    assert [option["value"] for option in options if option.has_attr("selected")] == ["snowflake"]
 
 
 @pytest.fixture
@@ -221,7 +225,7 @@ def test_the_date_range_includes_both_whole_days_in_utc(operator_client, submitt
     response = get_list(operator_client, "?from=2026-03-10&to=2026-03-12")
 
     assert sorted(listed_ids(response)) == ["first-instant", "last-instant"]
-    assert 'name="from" type="date" value="2026-03-10"' in response.content.decode()
+    assert parse_html(response).select_one('input[name="from"]')["value"] == "2026-03-10"
 
 
 def test_swapped_dates_are_swapped_back_with_a_note(operator_client, submitted_around_march):
@@ -302,10 +306,11 @@ def test_problems_first_lists_failed_then_stuck_then_the_rest_newest_first(opera
 def test_the_sort_column_header_says_which_way_it_sorts(operator_client):
     make_scan()
 
-    page = get_list(operator_client, "?sort=-run_time").content.decode()
+    headers = parse_html(get_list(operator_client, "?sort=-run_time")).select("#scan-table thead th[aria-sort]")
+    sorting = {header.get_text(strip=True): (header["aria-sort"], header.a["href"]) for header in headers}
 
-    assert '<th scope="col" aria-sort="descending"><a href="?sort=run_time"' in page
-    assert '<th scope="col" aria-sort="none"><a href="?sort=-ended"' in page
+    assert sorting["Run time"] == ("descending", "?sort=run_time")  # a click turns it round
+    assert sorting["Ended"] == ("none", "?sort=-ended")
 
 
 # --- Paging ------------------------------------------------------------------------------------------------
@@ -352,9 +357,9 @@ def test_the_page_size_is_25_50_or_100_and_anything_else_means_50(operator_clien
 
 
 def test_changing_a_filter_goes_back_to_the_first_page(operator_client, thirty_scans):
-    page = get_list(operator_client, "?per=25&page=2").content.decode()
+    chip = parse_html(get_list(operator_client, "?per=25&page=2")).select_one("nav.chips a.chip-failed")
 
-    assert 'href="?per=25&amp;status=FAILED"' in page  # the Failed chip drops page=2
+    assert chip["href"] == "?per=25&status=FAILED"  # the Failed chip drops page=2
 
 
 # --- Archived ----------------------------------------------------------------------------------------------
@@ -371,7 +376,7 @@ def test_archived_scans_are_hidden_by_default_and_shown_alone_with_the_toggle(op
     assert chip_counts(default)["all"] == 1
     assert listed_ids(archived) == ["archived"]
     assert chip_counts(archived)["all"] == 1
-    assert '<div class="badge badge-archived">Archived</div>' in archived.content.decode()
+    assert parse_html(archived).select_one("#scan-table tbody .badge-archived").get_text() == "Archived"
 
 
 # --- Chip counts -------------------------------------------------------------------------------------------
@@ -524,18 +529,19 @@ def test_the_header_part_shows_the_counts_and_polls_with_its_own_version(operato
     )
     make_scan(status=Scan.Status.PENDING, submitted_at=now - timedelta(hours=2))
 
-    header = get_list(operator_client, "?part=header", **HTMX)
+    header = operator_client.get("/header/", **HTMX)
     text = page_text(header)
+    fragment = parse_html(header)
 
-    assert text.lstrip().startswith('<section id="live-header"')
-    assert 'id="scan-table"' not in text
+    assert fragment.find()["id"] == "live-header"  # the fragment is the header itself, not a page around it
+    assert fragment.select_one("#scan-table") is None
     assert "50.0%" in text and "1 of 2 finished" in text  # failure rate over the last 24 h
-    assert "Stuck</span><strong>1</strong>" in text
+    assert fragment.select_one('a.stat[href="?status=STUCK"] strong').get_text() == "1"
     assert "Not polled yet" in text
     poll = header_poll_url(header)
     assert operator_client.get(poll, **HTMX).status_code == 204
 
-    RefreshRun.objects.create(outcome=RefreshRun.Outcome.OK, finished_at=timezone.now())
+    make_refresh_run()
     refreshed = get_list(operator_client, poll, **HTMX)
 
     assert "Not polled yet" not in page_text(refreshed)
@@ -543,12 +549,13 @@ def test_the_header_part_shows_the_counts_and_polls_with_its_own_version(operato
 
 
 def test_the_full_page_loads_its_header_separately_and_the_header_polls_its_version(operator_client):
-    page = page_text(get_list(operator_client))
-    header = get_list(operator_client, "?part=header", **HTMX)
+    response = get_list(operator_client)
+    loader = parse_html(response).select_one("section#live-header")
+    header = operator_client.get("/header/", **HTMX)
 
-    assert 'hx-get="/?part=header" hx-trigger="load"' in page
-    assert "Failure rate" not in page  # the table is not held up by the 24 h figures
-    assert header_poll_url(header) == f"/?part=header&v={selectors.header_version()}"
+    assert (loader["hx-get"], loader["hx-trigger"]) == ("/header/", "load")
+    assert "Failure rate" not in page_text(response)  # the table is not held up by the 24 h figures
+    assert header_poll_url(header) == f"/header/?v={selectors.header_version()}"
 
 
 # --- Query counts ------------------------------------------------------------------------------------------

@@ -1,24 +1,25 @@
 """Who may do what: anonymous users are sent to log in, viewers read, operators act, superusers get the admin;
 every POST needs its CSRF token, sent the way htmx sends it."""
 
-import re
+import json
 from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
-from scans.models import RefreshRun, Scan
-from tests.helpers import make_scan, page_text
+from scans.models import AlertMute, Scan
+from tests.factories import make_refresh_run, make_scan
+from tests.helpers import page_text, parse_html
 
 pytestmark = pytest.mark.django_db
 
 SCAN_ID = "47882682-9f38-4f45-afec-daadaa1b230b"
-PAGES = ["/", "/?part=header", "/?status=FAILED&q=4788", "/add/", f"/scans/{SCAN_ID}/"]
-ACTIONS = ["refresh", "archive", "restore", "label"]
+PAGES = ["/", "/header/", "/?status=FAILED&q=4788", "/add/", f"/scans/{SCAN_ID}/"]
+ACTIONS = ["refresh", "archive", "restore", "label", "mute", "unmute"]
 POSTS = [
     ("/add/", {"ids": "new-scan-1"}),
-    ("/bulk/", {"action": "archive", "ids": [SCAN_ID]}),
+    *[(f"/bulk/{action}/", {"ids": [SCAN_ID], "label": "changed"}) for action in ACTIONS[:4]],
     *[(f"/scans/{SCAN_ID}/{action}/", {"label": "changed"}) for action in ACTIONS],
 ]
 
@@ -30,7 +31,8 @@ def scan() -> Scan:
 
 def state() -> list[tuple]:
     """Everything an action could change, to prove a refused one changed nothing."""
-    return list(Scan.objects.order_by("pk").values_list("tracking_id", "label", "archived_at", "next_check_at"))
+    scans = Scan.objects.order_by("pk").values_list("tracking_id", "label", "archived_at", "next_check_at")
+    return [*scans, *AlertMute.objects.values_list("scan_id", "label")]
 
 
 # --- Anonymous ---------------------------------------------------------------------------------------------
@@ -62,7 +64,7 @@ def test_an_anonymous_post_changes_nothing(client, scan, url, data):
 def test_a_viewer_reads_the_list_and_the_scan_page(viewer_client, scan):
     assert SCAN_ID in viewer_client.get("/").content.decode()
     assert viewer_client.get("/", HTTP_HX_REQUEST="true").status_code == 200
-    assert viewer_client.get("/?part=header").status_code == 200
+    assert viewer_client.get("/header/").status_code == 200
     assert SCAN_ID in viewer_client.get(f"/scans/{SCAN_ID}/").content.decode()
 
 
@@ -79,14 +81,15 @@ def test_a_viewer_is_refused_every_change(viewer_client, scan, url, data):
 
 
 def test_a_viewer_sees_no_controls_for_changes(viewer_client, scan):
-    listing = viewer_client.get("/").content.decode()
-    detail = viewer_client.get(f"/scans/{SCAN_ID}/").content.decode()
+    response = viewer_client.get("/")
+    listing = parse_html(response)
+    detail = parse_html(viewer_client.get(f"/scans/{SCAN_ID}/"))
 
-    assert 'class="row-select"' not in listing and "data-select-all" not in listing
-    assert 'id="bulk-form"' not in listing and 'action="/bulk/"' not in listing
-    assert 'href="/add/"' not in listing
-    assert 'method="post" action="/scans/' not in detail
-    assert '<span class="role">viewer</span>' in listing
+    assert listing.select("input.row-select, [data-select-all], #bulk-form") == []
+    assert "/bulk/" not in response.content.decode()
+    assert listing.select('a[href="/add/"]') == []
+    assert detail.select('form[action^="/scans/"]') == []
+    assert listing.select_one(".who .role").get_text() == "viewer"
 
 
 def test_a_viewer_is_not_invited_to_add_scans_to_an_empty_list(viewer_client):
@@ -100,12 +103,12 @@ def test_a_viewer_is_not_invited_to_add_scans_to_an_empty_list(viewer_client):
 
 
 def test_an_operator_sees_the_controls(operator_client, scan):
-    listing = operator_client.get("/").content.decode()
-    detail = operator_client.get(f"/scans/{SCAN_ID}/").content.decode()
+    listing = parse_html(operator_client.get("/"))
+    detail = parse_html(operator_client.get(f"/scans/{SCAN_ID}/"))
 
-    assert f'class="row-select" name="ids" value="{SCAN_ID}" form="bulk-form"' in listing
-    assert 'id="bulk-form"' in listing and 'href="/add/"' in listing
-    assert f'action="/scans/{SCAN_ID}/archive/"' in detail
+    assert listing.select_one(f'input.row-select[name="ids"][value="{SCAN_ID}"][form="bulk-form"]') is not None
+    assert listing.select_one("form#bulk-form") is not None and listing.select_one('a[href="/add/"]') is not None
+    assert detail.select_one(f'form[method="post"][action="/scans/{SCAN_ID}/archive/"]') is not None
     assert operator_client.get("/add/").status_code == 200
 
 
@@ -142,9 +145,7 @@ def three_scans():
 
 def test_bulk_archive_changes_only_the_selected_scans(operator_client, three_scans):
     response = operator_client.post(
-        "/bulk/",
-        {"action": "archive", "ids": ["bulk-a", "bulk-c", "not-tracked"], "next": "/?q=bulk"},
-        follow=True,
+        "/bulk/archive/", {"ids": ["bulk-a", "bulk-c"], "next": "/?q=bulk"}, follow=True
     )
 
     assert response.redirect_chain[0][0] == "/?q=bulk"
@@ -156,11 +157,11 @@ def test_bulk_archive_changes_only_the_selected_scans(operator_client, three_sca
 
 
 def test_bulk_label_restore_and_refresh(operator_client, three_scans, django_capture_on_commit_callbacks):
-    operator_client.post("/bulk/", {"action": "label", "ids": ["bulk-a", "bulk-b"], "label": "audit"})
-    operator_client.post("/bulk/", {"action": "archive", "ids": ["bulk-a"]})
-    operator_client.post("/bulk/", {"action": "restore", "ids": ["bulk-a", "bulk-b"]})
+    operator_client.post("/bulk/label/", {"ids": ["bulk-a", "bulk-b"], "label": "audit"})
+    operator_client.post("/bulk/archive/", {"ids": ["bulk-a"]})
+    operator_client.post("/bulk/restore/", {"ids": ["bulk-a", "bulk-b"]})
     with django_capture_on_commit_callbacks() as callbacks:
-        response = operator_client.post("/bulk/", {"action": "refresh", "ids": ["bulk-c"]}, follow=True)
+        response = operator_client.post("/bulk/refresh/", {"ids": ["bulk-c"]}, follow=True)
 
     assert dict(Scan.objects.values_list("tracking_id", "label")) == {
         "bulk-a": "audit",
@@ -173,21 +174,21 @@ def test_bulk_label_restore_and_refresh(operator_client, three_scans, django_cap
 
 
 @pytest.mark.parametrize(
-    ("data", "message"),
+    ("url", "data", "message"),
     [
-        ({"action": "archive"}, "Select at least one scan first."),
-        ({"action": "archive", "ids": ["", "  ", "bulk-\x00a"]}, "Select at least one scan first."),
-        (
-            {"action": "explode", "ids": ["bulk-a"]},
-            "Select a valid choice. explode is not one of the available choices.",
-        ),
-        ({"action": "label", "ids": ["bulk-a"], "label": "z" * 201}, "at most 200 characters"),
+        ("/bulk/archive/", {}, "Select at least one scan first."),
+        ("/bulk/archive/", {"ids": ["", "  "]}, "Select at least one scan first."),
+        ("/bulk/archive/", {"ids": ["bulk-a", "bulk-\x00a"]}, "'bulk-\\x00a' is not a tracking ID: it contains"),
+        ("/bulk/archive/", {"ids": ["bulk-a", "x" * 129]}, "the limit is 128"),
+        ("/bulk/archive/", {"ids": ["bulk-a", "not-tracked"]}, "No tracked scan has the ID not-tracked."),
+        ("/bulk/refresh/", {"ids": [f"id-{n}" for n in range(501)]}, "At most 500 scans at once"),
+        ("/bulk/label/", {"ids": ["bulk-a"], "label": "z" * 201}, "at most 200 characters"),
     ],
 )
-def test_a_bad_bulk_request_changes_nothing_and_says_why(operator_client, three_scans, data, message):
+def test_a_bad_bulk_request_changes_nothing_and_says_why(operator_client, three_scans, url, data, message):
     before = state()
 
-    response = operator_client.post("/bulk/", data, follow=True)
+    response = operator_client.post(url, data, follow=True)
 
     assert response.status_code == 200
     assert message in page_text(response)
@@ -195,14 +196,15 @@ def test_a_bad_bulk_request_changes_nothing_and_says_why(operator_client, three_
 
 
 def test_a_bulk_action_that_changes_nothing_says_so(operator_client, three_scans):
-    response = operator_client.post("/bulk/", {"action": "restore", "ids": ["bulk-a"]}, follow=True)
+    response = operator_client.post("/bulk/restore/", {"ids": ["bulk-a"]}, follow=True)
 
     assert "None of the selected scans changed." in page_text(response)
 
 
 def test_a_get_to_an_action_is_not_allowed(operator_client, scan):
     assert operator_client.get(f"/scans/{SCAN_ID}/archive/").status_code == 405
-    assert operator_client.get("/bulk/").status_code == 405
+    assert operator_client.get("/bulk/archive/").status_code == 405
+    assert operator_client.get(f"/scans/{SCAN_ID}/mute/").status_code == 405
     assert Scan.objects.get().archived_at is None
 
 
@@ -224,7 +226,7 @@ def test_the_admin_lists_and_searches_scans(admin_client):
 
 def test_the_admin_opens_a_scan_and_a_refresh_run(admin_client):
     scan = make_scan(SCAN_ID, status=Scan.Status.FAILED, last_raw_answer={"status": "FAILED"})
-    run = RefreshRun.objects.create(outcome=RefreshRun.Outcome.OK, finished_at=timezone.now(), ids_asked=4)
+    run = make_refresh_run(ids_asked=4)
 
     assert admin_client.get(f"/admin/scans/scan/{scan.pk}/change/").status_code == 200
     assert admin_client.get("/admin/scans/refreshrun/").status_code == 200
@@ -234,9 +236,9 @@ def test_the_admin_opens_a_scan_and_a_refresh_run(admin_client):
 
 
 def test_a_superuser_gets_the_dashboard_with_every_control_and_an_admin_link(admin_client, scan):
-    page = admin_client.get("/").content.decode()
+    page = parse_html(admin_client.get("/"))
 
-    assert 'href="/admin/"' in page and 'id="bulk-form"' in page
+    assert page.select_one('a[href="/admin/"]') is not None and page.select_one("form#bulk-form") is not None
 
 
 def test_an_operator_is_not_let_into_the_admin(operator_client):
@@ -258,8 +260,8 @@ def strict_client(operator) -> Client:
 
 def _htmx_token(client: Client, url: str) -> str:
     """The token base.html puts in `hx-headers` on <body>, which htmx sends on every request."""
-    page = client.get(url).content.decode()
-    return re.search(r"""<body hx-headers='\{"X-CSRFToken": "([^"]+)"\}'>""", page).group(1)
+    headers = parse_html(client.get(url)).body["hx-headers"]
+    return json.loads(headers)["X-CSRFToken"]
 
 
 @pytest.mark.parametrize(("url", "data"), POSTS)
@@ -282,8 +284,8 @@ def test_a_post_with_the_token_in_the_htmx_header_goes_through(strict_client, sc
 
 
 def test_a_form_post_with_the_token_in_the_form_goes_through(strict_client, scan):
-    page = strict_client.get("/add/").content.decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    form = parse_html(strict_client.get("/add/")).select_one("form.add-form")
+    token = form.select_one('input[name="csrfmiddlewaretoken"]')["value"]
 
     response = strict_client.post("/add/", {"ids": "csrf-ok-1", "csrfmiddlewaretoken": token})
 

@@ -45,9 +45,8 @@ def test_the_web_health_check_url_exists(client, db):
 
 
 def test_the_dockerfile_default_command_starts_the_wsgi_application():
-    text = (ROOT / "Dockerfile").read_text()
-    # The exec form of CMD is a JSON array, which YAML reads as well.
-    command = yaml.safe_load(next(line for line in text.splitlines() if line.startswith("CMD")).removeprefix("CMD"))
+    cmd_line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD"))
+    command = yaml.safe_load(cmd_line.removeprefix("CMD"))  # the exec form is a JSON array, which YAML reads too
 
     assert command[0] == "gunicorn" and "gunicorn==" in REQUIREMENTS
     module, _, attribute = command[1].partition(":")

@@ -5,7 +5,9 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
-from scans.models import RefreshRun, Scan
+from scans.models import Scan
+from tests.factories import make_refresh_run, make_scan
+from tests.helpers import parse_html
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +23,12 @@ def test_the_login_page_renders(client):
     response = client.get(reverse("login"))
 
     assert response.status_code == 200
-    assert b'name="username"' in response.content
+    assert parse_html(response).select_one('form input[name="username"]') is not None
 
 
 def test_the_scan_list_shows_status_durations_and_errors(operator_client):
-    Scan.objects.create(
-        tracking_id="47882682-9f38-4f45-afec-daadaa1b230b",
+    make_scan(
+        "47882682-9f38-4f45-afec-daadaa1b230b",
         label="nightly CRM",
         status=Scan.Status.FAILED,
         submitted_at=datetime(2026, 11, 28, 9, 0, tzinfo=UTC),
@@ -34,15 +36,18 @@ def test_the_scan_list_shows_status_durations_and_errors(operator_client):
         ended_at=datetime(2026, 11, 28, 9, 10, 35, tzinfo=UTC),
         error_message="Permission denied reading CustomerDB\nsecond line",
     )
-    RefreshRun.objects.create(outcome=RefreshRun.Outcome.OK, ids_asked=1)
+    make_refresh_run(ids_asked=1)
 
-    page = operator_client.get(reverse("scans:list")).content.decode()
+    response = operator_client.get(reverse("scans:list"))
+    page = response.content.decode()
+    error = parse_html(response).select_one("#scan-table tbody .error-cell .error-text")
 
     assert "47882682-9f38-4f45-afec-daadaa1b230b" in page
     assert "Failed" in page
     assert "2m 30s" in page  # queue wait
     assert "8m 05s" in page  # run time
-    assert ">Permission denied reading CustomerDB</span>" in page  # the first line only; the rest on hover
+    assert error.get_text() == "Permission denied reading CustomerDB"  # the first line only; all of it on hover
+    assert error["title"] == "Permission denied reading CustomerDB\nsecond line"
 
 
 @pytest.mark.parametrize("demo_mode", [True, False])
@@ -55,7 +60,7 @@ def test_only_demo_mode_says_demo_data(operator_client, settings, demo_mode):
 
 
 def test_an_api_error_with_html_is_rendered_escaped(operator_client):
-    Scan.objects.create(tracking_id="x1", status=Scan.Status.FAILED, error_message="<img src=x onerror=alert(1)>")
+    make_scan("x1", status=Scan.Status.FAILED, error_message="<img src=x onerror=alert(1)>")
 
     page = operator_client.get(reverse("scans:list")).content.decode()
 

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from scans.models import RefreshRun, Scan, StatusChange
-from scans.refresh import protecto_client_from_settings, scans_refresh_due
+from scans.refresh import scans_refresh_due
 from scans.services import scans_track
 
 pytestmark = pytest.mark.django_db
@@ -333,9 +333,14 @@ def test_two_concurrent_refreshes_never_poll_one_scan_twice(simulator, protecto_
     assert all(run.ids_asked > 0 for run in runs), [run.ids_asked for run in runs]
 
 
-def test_client_from_settings_uses_the_configured_paths(protecto_settings):
+def test_the_refresh_asks_for_statuses_at_the_configured_path(simulator, protecto_settings):
+    # The simulator answers only at the other path, so a refresh that ignored the setting would get a 404.
+    simulator.configure(status_paths=("/data-scan/status",))
     protecto_settings.PROTECTO_STATUS_PATH = "/data-scan/status"
+    simulator.add_scan("scan-a", status="SUCCESS")
+    track("scan-a")
 
-    client = protecto_client_from_settings()
+    run = refresh()
 
-    assert (client.batch_size, client.status_path) == (10, "/data-scan/status")
+    assert (run.outcome, run.ids_answered) == (RefreshRun.Outcome.OK, 1)
+    assert Scan.objects.get(tracking_id="scan-a").status == Scan.Status.SUCCESS

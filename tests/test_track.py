@@ -5,8 +5,8 @@ import io
 import pytest
 from django.core.management import call_command
 
-from scans.models import Scan
-from scans.services import scans_track, tracking_id_problem
+from scans.models import Scan, tracking_id_problem
+from scans.services import scans_track
 
 pytestmark = pytest.mark.django_db
 
