@@ -126,6 +126,22 @@ class ScanFilterForm(forms.Form):
         )
 
 
+FAILING = "failing"
+
+
+class AlertFilterForm(forms.Form):
+    """The outbox's filters, read from the query string; a bad value is reported and ignored."""
+
+    kind = _KnownValueField(what="kind", choices=Alert.Kind.choices)
+    state = _KnownValueField(what="state", choices=[*Alert.State.choices, (FAILING, "Failing to send")])
+    q = _text_field("Scan")
+    page = forms.CharField(required=False, max_length=20)  # Paginator.get_page() reads any value safely
+
+    def value(self, name: str) -> str:
+        """The field's valid value, or "" (call after is_valid())."""
+        return self.cleaned_data.get(name) or ""
+
+
 def _check_tracking_id(value: str) -> None:
     # Checked before the value reaches a query: PostgreSQL answers NUL in a parameter with an error, not a miss.
     problem = tracking_id_problem(value)

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 TRACKING_ID_MAX_LENGTH = 128
 # Protecto's IDs are UUIDs (2024) or UUID-plus-digits (2025); the contract only promises this alphabet.
-_TRACKING_ID_CHAR = re.compile(r"[A-Za-z0-9_-]")
+TRACKING_ID_ALPHABET = "A-Za-z0-9_-"
+_TRACKING_ID_CHAR = re.compile(f"[{TRACKING_ID_ALPHABET}]")
 
 
 def tracking_id_problem(value: str) -> str | None:

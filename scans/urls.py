@@ -1,10 +1,26 @@
 """URL routes of the scans app."""
 
-from django.urls import path
+from django.urls import path, register_converter
 
+from scans.models import TRACKING_ID_ALPHABET, TRACKING_ID_MAX_LENGTH
 from scans.views import alerts as alert_views
 from scans.views import health
 from scans.views import scans as scan_views
+
+
+class TrackingIdConverter:
+    """Only a well-formed tracking ID reaches a scan view: anything else (NUL, slashes, 10 KB) is a 404 here."""
+
+    regex = f"[{TRACKING_ID_ALPHABET}]{{1,{TRACKING_ID_MAX_LENGTH}}}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(TrackingIdConverter, "tracking_id")
 
 app_name = "scans"
 
@@ -25,11 +41,11 @@ urlpatterns = [
     path("alerts/mutes/<int:mute_id>/delete/", alert_views.alert_mute_delete, name="alert-mute-delete"),
     path("alerts/snooze/", alert_views.alert_snooze_start, name="alert-snooze"),
     path("alerts/snooze/end/", alert_views.alert_snooze_end, name="alert-snooze-end"),
-    path("scans/<str:tracking_id>/", scan_views.scan_detail, name="detail"),
-    path("scans/<str:tracking_id>/refresh/", scan_views.scan_refresh, name="refresh"),
-    path("scans/<str:tracking_id>/label/", scan_views.scan_label, name="label"),
-    path("scans/<str:tracking_id>/archive/", scan_views.scan_archive, name="archive"),
-    path("scans/<str:tracking_id>/restore/", scan_views.scan_restore, name="restore"),
-    path("scans/<str:tracking_id>/mute/", scan_views.scan_mute, name="mute"),
-    path("scans/<str:tracking_id>/unmute/", scan_views.scan_unmute, name="unmute"),
+    path("scans/<tracking_id:tracking_id>/", scan_views.scan_detail, name="detail"),
+    path("scans/<tracking_id:tracking_id>/refresh/", scan_views.scan_refresh, name="refresh"),
+    path("scans/<tracking_id:tracking_id>/label/", scan_views.scan_label, name="label"),
+    path("scans/<tracking_id:tracking_id>/archive/", scan_views.scan_archive, name="archive"),
+    path("scans/<tracking_id:tracking_id>/restore/", scan_views.scan_restore, name="restore"),
+    path("scans/<tracking_id:tracking_id>/mute/", scan_views.scan_mute, name="mute"),
+    path("scans/<tracking_id:tracking_id>/unmute/", scan_views.scan_unmute, name="unmute"),
 ]

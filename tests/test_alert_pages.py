@@ -89,6 +89,23 @@ def test_the_alerts_page_filters_by_kind_state_and_scan(viewer_client, outbox, q
     assert sorted(listed_ids(alerts_page(viewer_client, query))) == expected
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("?kind=exploded", "Unknown kind 'exploded' ignored."),
+        ("?state=lost", "Unknown state 'lost' ignored."),
+        ("?q=%00", "Scan contains a NUL character; ignored."),
+        ("?q=" + "x" * 300, "Scan is longer than 200 characters; ignored."),
+    ],
+)
+def test_a_bad_alert_filter_is_reported_and_the_outbox_still_shown(viewer_client, outbox, query, message):
+    response = viewer_client.get(f"/alerts/{query}")
+
+    assert response.status_code == 200
+    assert message in page_text(response)
+    assert len(parse_html(response).select("table.scans tbody tr")) == Alert.objects.count()
+
+
 def test_a_filter_that_matches_nothing_says_so(viewer_client, outbox):
     assert "No alerts match these filters." in page_text(alerts_page(viewer_client, "?q=no-such-scan"))
 

@@ -143,7 +143,12 @@ def test_the_current_step_of_a_live_scan_counts_up_to_now(viewer_client, time_ma
 
 def test_an_unknown_tracking_id_is_a_404(viewer_client):
     assert viewer_client.get("/scans/no-such-scan/").status_code == 404
-    assert viewer_client.get("/scans/%00/").status_code == 404
+
+
+@pytest.mark.parametrize("bad", ["%00", "a%00b", "two%20words", "x" * 129, "%F0%9F%98%80"])
+def test_a_value_that_is_not_a_tracking_id_never_reaches_a_scan_view(operator_client, bad):
+    assert operator_client.get(f"/scans/{bad}/").status_code == 404
+    assert operator_client.post(f"/scans/{bad}/archive/").status_code == 404
 
 
 def test_an_api_error_containing_html_is_escaped_on_the_list_and_the_scan_page(

@@ -11,8 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from scans import alerts, selectors, services
-from scans.forms import MuteForm, SnoozeForm, SubscriptionForm
-from scans.models import Alert
+from scans.forms import AlertFilterForm, MuteForm, SnoozeForm, SubscriptionForm
 from scans.views.common import back_to, operate_required, view_required
 
 
@@ -20,17 +19,18 @@ from scans.views.common import back_to, operate_required, view_required
 @view_required
 def alert_list(request: HttpRequest) -> HttpResponse:
     """The outbox: sent, waiting (with the last send error) and suppressed alerts; filter by kind, state, scan."""
-    kind = request.GET.get("kind", "")
-    state = request.GET.get("state", "")
-    q = request.GET.get("q", "").replace("\x00", "").strip()[:128]
-    page = selectors.alert_page(kind=kind, state=state, q=q, page=request.GET.get("page"))
+    form = AlertFilterForm(request.GET)
+    form.is_valid()  # a bad value is reported on the page and ignored
+    kind, state, q = form.value("kind"), form.value("state"), form.value("q").strip()
+    page = selectors.alert_page(kind=kind, state=state, q=q, page=form.value("page"))
     context = {
         "page": page,
-        "kind": kind if kind in Alert.Kind.values else "",
-        "state": state if state in (*Alert.State.values, "failing") else "",
+        "kind": kind,
+        "state": state,
         "q": q,
-        "kinds": Alert.Kind.choices,
-        "states": [*Alert.State.choices, ("failing", "Failing to send")],
+        "problems": [message for messages_ in form.errors.values() for message in messages_],
+        "kinds": form.fields["kind"].choices,
+        "states": form.fields["state"].choices,
         "snooze": alerts.active_snooze(now=timezone.now()),
         "query": request.GET.copy(),
     }
