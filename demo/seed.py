@@ -18,7 +18,7 @@ import requests
 from django.conf import settings
 from django.utils import timezone
 
-from protecto.client import ProtectoError
+from protecto import ProtectoError
 from scans.models import Scan
 from scans.refresh import protecto_client_from_settings, scans_refresh_due
 from scans.services import scans_track

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.simulator import ProtectoSimulator, SimulatorConfig
-from protecto.client import ProtectoClient
+from protecto import ProtectoClient
 
 
 def fast_config(**changes: object) -> SimulatorConfig:
