@@ -26,6 +26,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.throwaway_db import create_postgres_database, drop_postgres_database  # noqa: E402
+
 SCANS = 100_000
 RUNS = 20
 # (status, share of all scans)
@@ -71,14 +75,13 @@ def main() -> int:
     os.environ.pop("DEBUG", None)
     database = None
     if args.postgres:
-        database = _create_postgres_database(args.postgres)
+        database = create_postgres_database(args.postgres, "dashboard_bench")
         os.environ["DATABASE_URL"] = database[1]
-    sys.path.insert(0, str(ROOT))
     try:
         return _run(args)
     finally:
         if database:
-            _drop_postgres_database(args.postgres, database[0])
+            drop_postgres_database(args.postgres, database[0])
         if not args.keep:
             shutil.rmtree(var_dir, ignore_errors=True)
 
@@ -362,25 +365,6 @@ def _plan(connection, sql: str) -> list[str]:
         cursor.execute(prefix + sql)
         rows = cursor.fetchall()
     return [" | ".join(str(cell) for cell in row[-1:]) for row in rows]
-
-
-def _create_postgres_database(admin_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = f"dashboard_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0]
-    return name, f"{base}/{name}"
-
-
-def _drop_postgres_database(admin_url: str, name: str) -> None:
-    import psycopg
-    from django.db import connections
-
-    connections.close_all()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
