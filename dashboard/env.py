@@ -54,8 +54,8 @@ def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = 
     return value
 
 
-def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    """Read a positive decimal number (seconds, rates)."""
+def env_float(name: str, default: float, *, minimum: float = 0.0, maximum: float = float("inf")) -> float:
+    """Read a positive decimal number (seconds, rates) within [minimum, maximum]."""
     raw = _raw(name)
     if raw is None:
         return default
@@ -65,6 +65,8 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
     if value != value or value < minimum:  # NaN compares unequal to itself
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {raw!r}")
+    if value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, not {raw!r}")
     return value
 
 

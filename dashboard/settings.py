@@ -151,10 +151,24 @@ if not PROTECTO_AUTH_TOKEN:
 PROTECTO_STATUS_PATH = env_path("PROTECTO_STATUS_PATH", "/data-scan-status")
 PROTECTO_BATCH_SIZE = env_int("PROTECTO_BATCH_SIZE", 100, minimum=1, maximum=1000)
 PROTECTO_TIMEOUT_SECONDS = env_float("PROTECTO_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# The whole of one request (connect, send, every byte of the answer) must fit in this, however slowly it drips.
+PROTECTO_DEADLINE_SECONDS = env_float("PROTECTO_DEADLINE_SECONDS", 30.0, minimum=0.5, maximum=600)
+# An answer larger than this is refused while it streams in, never read whole into memory.
+PROTECTO_MAX_ANSWER_BYTES = env_int("PROTECTO_MAX_ANSWER_BYTES", 20_000_000, minimum=1024)
 PROTECTO_MAX_RETRIES = env_int("PROTECTO_MAX_RETRIES", 3, minimum=0, maximum=10)
 PROTECTO_BACKOFF_SECONDS = env_float("PROTECTO_BACKOFF_SECONDS", 0.5)
 PROTECTO_TIMEZONE = env_timezone("PROTECTO_TIMEZONE", "UTC")
 REFRESH_INTERVAL_SECONDS = env_int("REFRESH_INTERVAL_SECONDS", 30, minimum=1, maximum=86400)
+# A cycle whose answers cover fewer of the IDs it asked for than this is "degraded", not "ok".
+REFRESH_MIN_COVERAGE_PERCENT = env_int("REFRESH_MIN_COVERAGE_PERCENT", 90, minimum=1, maximum=100)
+# An ID the API has not reported for this long becomes NOT FOUND: polled with backoff, alerted once.
+NOT_FOUND_AFTER_HOURS = env_float("NOT_FOUND_AFTER_HOURS", 24.0, minimum=0.01)
+# The poller is stale when nothing succeeded for this many intervals while there are scans to poll.
+STALE_AFTER_INTERVALS = env_int("STALE_AFTER_INTERVALS", 3, minimum=2, maximum=100)
+# A dead-man's switch (Healthchecks-style): pinged after each successful cycle; an outside monitor notices silence.
+HEARTBEAT_URL = env_url("HEARTBEAT_URL")
+# How often the independent watchdog (manage.py watchdog) checks the poller's staleness.
+WATCHDOG_INTERVAL_SECONDS = env_int("WATCHDOG_INTERVAL_SECONDS", 60, minimum=5, maximum=3600)
 # How often an open page asks whether anything changed (it costs one indexed query when nothing did).
 DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1, maximum=3600)
 # A scan waiting or running longer than this, by the API's own timestamps, counts as stuck.
@@ -194,6 +208,9 @@ else:
         "data_folder_out": str(CELERY_QUEUE_DIR),
         "control_folder": str(CELERY_QUEUE_DIR / "control"),
     }
+# A broker that stops answering (a silent TCP cut) must fail a read, not hang it: timeouts, keepalive, pings.
+BROKER_SOCKET_TIMEOUT_SECONDS = env_float("BROKER_SOCKET_TIMEOUT_SECONDS", 10.0, minimum=0.5, maximum=300)
+BROKER_HEALTH_CHECK_SECONDS = env_int("BROKER_HEALTH_CHECK_SECONDS", 10, minimum=1, maximum=300)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

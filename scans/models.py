@@ -117,9 +117,11 @@ class Scan(models.Model):
         SUCCESS = "SUCCESS", "Succeeded"
         FAILED = "FAILED", "Failed"
         UNKNOWN = "UNKNOWN", "Unknown"
+        # Not reported by the API for NOT_FOUND_AFTER_HOURS: still polled, with backoff, in case it appears.
+        NOT_FOUND = "NOT-FOUND", "Not found"
 
     TERMINAL = (Status.SUCCESS, Status.FAILED)
-    ACTIVE = (Status.PENDING, Status.IN_PROGRESS, Status.UNKNOWN)
+    ACTIVE = (Status.PENDING, Status.IN_PROGRESS, Status.UNKNOWN, Status.NOT_FOUND)
     # What Protecto's answers set; a refresh writes these and nothing else of the scan's own data.
     ANSWER_FIELDS = (
         "status",
@@ -158,6 +160,10 @@ class Scan(models.Model):
     next_check_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
     last_check_error = models.TextField(blank=True)
     check_failures = models.PositiveIntegerField(default=0)
+    # When an answer last listed this ID; an ID unreported for NOT_FOUND_AFTER_HOURS becomes NOT FOUND.
+    last_reported_at = models.DateTimeField(null=True, blank=True)
+    # Why the last answer was not applied as sent (a step backwards, a duplicate, a value the database can't hold).
+    answer_warning = models.TextField(blank=True)
     # Set by the refresh that claimed this scan, so only that refresh writes the answer back.
     claim_token = models.CharField(max_length=32, blank=True, editable=False)
     archived_at = models.DateTimeField(null=True, blank=True)
@@ -263,8 +269,10 @@ class RefreshRun(models.Model):
         IDLE = "idle", "Nothing due"
         OK = "ok", "OK"
         PARTIAL = "partial", "Some batches failed"
+        DEGRADED = "degraded", "Answers incomplete"
         FAILED = "failed", "API failing"
         AUTH_REFUSED = "auth_refused", "Token refused"
+        ABANDONED = "abandoned", "Worker died"
 
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -273,6 +281,9 @@ class RefreshRun(models.Model):
     changed = models.PositiveIntegerField(default=0)
     api_calls = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0, help_text="Batches that failed.")
+    write_failures = models.PositiveIntegerField(default=0, help_text="Scans whose answer could not be written.")
+    # Bumped after every batch, so a long cycle that is still making progress is not taken for a dead poller.
+    last_progress_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     error_text = models.TextField(blank=True)
 
@@ -294,6 +305,9 @@ class Alert(models.Model):
         API_AUTH = "api_auth", "API refused the token"
         API_DOWN = "api_down", "API down"
         API_RECOVERED = "api_recovered", "API recovered"
+        NOT_FOUND = "not_found", "Unknown to Protecto"
+        POLLER_STALE = "poller_stale", "Refresh stopped"
+        POLLER_RECOVERED = "poller_recovered", "Refresh resumed"
 
     class State(models.TextChoices):
         PENDING = "pending", "Waiting to send"
