@@ -68,6 +68,7 @@ class SimulatorState:
         self._request_count = 0
         self._last_authorization_ok: bool | None = None
         self._last_request_headers: dict[str, str] = {}
+        self._overrides: dict[str, list[dict[str, Any]]] = {}
 
     # --- configuration and deterministic faults -----------------------------------------------------------
 
@@ -241,6 +242,17 @@ class SimulatorState:
         with self._lock:
             return render_item(self._scans[tracking_id], self._config, self._clock())
 
+    def override_answer(self, tracking_id: str, items: list[dict[str, Any]] | None) -> None:
+        """Answer for this ID with exactly these raw items (none: unreported; two: a duplicate); None undoes it.
+
+        For tests of hostile or inconsistent answers: the items are sent as given, in place of the scan's own.
+        """
+        with self._lock:
+            if items is None:
+                self._overrides.pop(tracking_id, None)
+            else:
+                self._overrides[tracking_id] = [dict(item) for item in items]
+
     def status_answer(self, tracking_ids: Sequence[str]) -> dict[str, Any]:
         """The full answer a status call for these IDs gets (unknown IDs created or left out per config)."""
         with self._lock:
@@ -248,6 +260,9 @@ class SimulatorState:
             now = self._clock()
             items = []
             for tracking_id in dict.fromkeys(tracking_ids):
+                if tracking_id in self._overrides:
+                    items.extend(dict(item) for item in self._overrides[tracking_id])
+                    continue
                 if tracking_id not in self._scans:
                     if not (config.accept_unknown_ids and TRACKING_ID.fullmatch(tracking_id)):
                         continue  # "not reported": the contract's answer for an ID the service does not know
