@@ -1,8 +1,9 @@
 """Protecto's Data Scan APIs, spoken over HTTP: the client, its typed records and errors. No Django here.
 
 The contract this package speaks, quirks included, is written down in docs/protecto-api.md. The package is
-split by concern: `protecto.client` (HTTP: timeouts, retries, redaction), `protecto.answers` (reading the
-answers into `ScanReport` records) and `protecto.errors` (the `ProtectoError` family).
+split by concern: `protecto.client` (HTTP: timeouts, retries, redaction), `protecto.transport` (one attempt
+bounded by a deadline and an answer size limit), `protecto.answers` (reading the answers into `ScanReport`
+records) and `protecto.errors` (the `ProtectoError` family).
 """
 
 from protecto.answers import (

@@ -69,6 +69,18 @@ def test_a_token_echoed_back_by_the_server_is_redacted_from_the_error(simulator,
     assert "\n" not in message and len(message) <= 300
 
 
+def test_a_token_echoed_inside_scan_data_never_reaches_the_caller(simulator, protecto_client):
+    token = simulator.config.token
+    simulator.override_answer(
+        "echo-1",
+        [{"tracking_id": "echo-1", "status": "FAILED", "error_msg": f"auth {token} rejected", token: token}],
+    )
+    [report] = protecto_client.fetch_status_batch(["echo-1"])
+    assert report.error_message == "auth *** rejected"
+    assert token not in repr(report.raw)
+    assert report.raw["***"] == "***"
+
+
 def test_retry_warnings_never_contain_the_token(simulator, protecto_client, caplog):
     simulator.fail_next(1, kind="500")
 

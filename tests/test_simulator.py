@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -380,6 +381,85 @@ def test_stopping_releases_a_hanging_request_at_once():
     assert errors  # the hanging call ended without an answer
 
 
+def _raw_status_call(simulator: ProtectoSimulator) -> socket.socket:
+    """Send a status call on a raw socket and return it, so a test can watch the answer arrive byte by byte."""
+    body = json.dumps(["scan-a"]).encode()
+    head = (
+        f"PUT /data-scan-status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {simulator.config.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    host, port = simulator.url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=5)
+    conn.sendall(head.encode() + body)
+    return conn
+
+
+def test_drip_sends_the_whole_answer_one_byte_at_a_time(simulator):
+    simulator.configure(drip_seconds=0.05)
+
+    started = time.monotonic()
+    with _raw_status_call(simulator) as conn:
+        received = [conn.recv(100) for _ in range(12)]
+
+    # The status line itself drips: a client cannot even learn the status code quickly.
+    assert b"".join(received) == b"HTTP/1.1 200"
+    assert all(len(piece) == 1 for piece in received)
+    assert time.monotonic() - started >= 11 * 0.05
+
+
+def test_stopping_releases_a_dripping_answer_at_once():
+    sim = ProtectoSimulator(fast_config(drip_seconds=30)).start()
+    with _raw_status_call(sim) as conn:
+        assert conn.recv(100) == b"H"
+        started = time.monotonic()
+        sim.stop()
+
+        assert conn.recv(100) == b""  # closed, not dripped on
+    assert time.monotonic() - started < 2
+
+
+def test_huge_pads_a_status_answer_to_the_size_in_the_first_error_msg(simulator):
+    simulator.add_scan("scan-a", status="FAILED", error_msg="Permission denied")
+    simulator.configure(huge_bytes=100_000)
+
+    response = put(simulator, "/data-scan-status", ["scan-a", "scan-b"])
+
+    assert len(response.content) == 100_000
+    first, second = response.json()["data"]
+    assert len(first["error_msg"]) > 99_000
+    assert second["error_msg"] == "-"
+
+
+def test_huge_pads_an_error_answer_in_its_message(simulator):
+    simulator.configure(huge_bytes=50_000, error_rate=1.0)
+
+    response = put(simulator, "/data-scan-status", ["scan-a"])
+
+    assert response.status_code == 500
+    assert len(response.content) == 50_000
+    assert len(response.json()["error"]["message"]) > 49_000
+
+
+def test_redirect_answers_every_api_call_with_a_302_to_the_url(simulator):
+    simulator.configure(redirect_url="https://elsewhere.example/api/vault/data-scan-status")
+
+    response = put(simulator, "/data-scan-status", ["scan-a"], allow_redirects=False)
+    unauthorised = put(simulator, "/data-scan-async", [], headers={}, allow_redirects=False)
+
+    assert response.status_code == unauthorised.status_code == 302
+    assert response.headers["Location"] == "https://elsewhere.example/api/vault/data-scan-status"
+    assert simulator.status_requests == []  # redirected before it was read
+
+
+def test_the_answer_faults_can_be_switched_over_http(simulator):
+    changes = {"drip_seconds": 0.5, "huge_bytes": 1000, "redirect_url": "/elsewhere"}
+
+    response = requests.post(f"{simulator.url}/_sim/config", json=changes, headers=auth(simulator), timeout=2)
+
+    assert response.status_code == 200
+    assert {name: response.json()["data"]["config"][name] for name in changes} == changes
+
+
 # --- control -----------------------------------------------------------------------------------------------------
 
 
@@ -479,6 +559,12 @@ def test_post_fail_next_queues_faults_over_http(simulator):
         {"pending_seconds": (5.0,)},
         {"status_paths": ("no-slash",)},
         {"token": ""},
+        {"drip_seconds": -1},
+        {"huge_bytes": -5},
+        {"huge_bytes": 1.5},
+        {"huge_bytes": 10**12},
+        {"redirect_url": "ftp://elsewhere"},
+        {"redirect_url": "/a\r\nSet-Cookie: x"},
     ],
 )
 def test_invalid_settings_are_refused(changes):
@@ -529,6 +615,9 @@ def test_the_context_manager_starts_and_stops_the_server():
         (["--latency", "-1"], "latency"),
         (["--token", ""], "token"),
         (["--shape", "2023"], "--shape"),
+        (["--drip-seconds", "-1"], "drip_seconds"),
+        (["--huge-bytes", "-1"], "huge_bytes"),
+        (["--redirect-url", "ftp://x"], "redirect_url"),
         (["--no-such-option"], "--no-such-option"),
     ],
 )
@@ -554,6 +643,28 @@ def test_the_command_refuses_bad_options_with_one_clear_line(args, message, caps
 )
 def test_the_command_picks_its_token_in_a_fixed_order(given, environ, expected):
     assert simulator_cli.token_from(given, environ) == expected
+
+
+def test_the_command_turns_the_answer_faults_on():
+    options = simulator_cli.build_parser().parse_args(
+        ["--drip-seconds", "1", "--huge-bytes", "10000000", "--redirect-url", "http://elsewhere.example/"]
+    )
+
+    config = simulator_cli.config_from(options, {})
+
+    assert (config.drip_seconds, config.huge_bytes, config.redirect_url) == (
+        1.0,
+        10_000_000,
+        "http://elsewhere.example/",
+    )
+
+
+def test_the_command_help_documents_the_answer_faults(capsys):
+    with pytest.raises(SystemExit):
+        simulator_cli.build_parser().parse_args(["--help"])
+
+    text = capsys.readouterr().out
+    assert "--drip-seconds" in text and "--huge-bytes" in text and "--redirect-url" in text
 
 
 def _read_line(stream, timeout: float) -> str:

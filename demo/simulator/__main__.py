@@ -46,6 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     add("--malformed-rate", type=float, default=0.0, help="Fraction answered invalid JSON.")
     add("--hang-rate", type=float, default=0.0, help="Fraction that wait --hang-seconds.")
     add("--hang-seconds", type=float, default=30.0, help="How long a hanging call waits.")
+    add(
+        "--drip-seconds",
+        type=float,
+        default=0.0,
+        help="Send every API answer (status line, headers, body) one byte every this many seconds; 0 is off.",
+    )
+    add(
+        "--huge-bytes",
+        type=int,
+        default=0,
+        help="Pad every API answer to this many bytes with a long error message (the first scan's error_msg "
+        "when the answer lists scans, e.g. 10000000 for a 10 MB error); 0 is off.",
+    )
+    add(
+        "--redirect-url",
+        default="",
+        help="Answer every API call with a 302 to this URL (or path) instead; empty is off.",
+    )
     add("--pending-seconds", default="5,40", help="MIN,MAX seconds a new scan stays PENDING.")
     add("--running-seconds", default="10,90", help="MIN,MAX seconds a scan stays IN-PROGRESS.")
     add("--failure-rate", type=float, default=0.25, help="Fraction of scans ending FAILED.")
@@ -98,6 +116,9 @@ def config_from(options: argparse.Namespace, environ: Mapping[str, str]) -> Simu
         malformed_rate=options.malformed_rate,
         hang_rate=options.hang_rate,
         hang_seconds=options.hang_seconds,
+        drip_seconds=options.drip_seconds,
+        huge_bytes=options.huge_bytes,
+        redirect_url=options.redirect_url,
         pending_seconds=_seconds_range("--pending-seconds", options.pending_seconds),
         running_seconds=_seconds_range("--running-seconds", options.running_seconds),
         failure_rate=options.failure_rate,

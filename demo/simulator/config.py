@@ -34,6 +34,8 @@ OBJECTS = (
 
 # The contract: letters, digits, '-' and '_', up to 128 characters. Other IDs are never reported.
 TRACKING_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# The simulator builds a padded answer in memory; past this a typo would exhaust the machine, not test a client.
+MAX_HUGE_BYTES = 200_000_000
 
 
 def is_number(value: object) -> bool:
@@ -56,6 +58,12 @@ class SimulatorConfig:
     malformed_rate: float = 0.0
     hang_rate: float = 0.0
     hang_seconds: float = 30.0
+    # Answer faults that bound-testing needs (0 or "" is off): every API answer (status line, headers and body)
+    # sent one byte every drip_seconds; JSON answers padded to huge_bytes with a long error message; every API
+    # call answered 302 to redirect_url.
+    drip_seconds: float = 0.0
+    huge_bytes: int = 0
+    redirect_url: str = ""
     pending_seconds: tuple[float, float] = (5.0, 40.0)
     running_seconds: tuple[float, float] = (10.0, 90.0)
     failure_rate: float = 0.25
@@ -80,6 +88,20 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be true or false")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"seed must be a whole number or null, not {self.seed!r}")
+        self._validate_answer_faults()
+
+    def _validate_answer_faults(self) -> None:
+        if (
+            isinstance(self.huge_bytes, bool)
+            or not isinstance(self.huge_bytes, int)
+            or not 0 <= self.huge_bytes <= MAX_HUGE_BYTES
+        ):
+            raise ValueError(f"huge_bytes must be a whole number, 0 to {MAX_HUGE_BYTES}, not {self.huge_bytes!r}")
+        url = self.redirect_url
+        if not isinstance(url, str) or (url and not url.startswith(("http://", "https://", "/"))):
+            raise ValueError(f"redirect_url must be empty, an http(s) URL or a path, not {url!r}")
+        if any(char in url for char in "\r\n"):
+            raise ValueError("redirect_url must be one line")
 
     def _validate_numbers(self) -> None:
         for name in ("error_rate", "rate_limit_rate", "malformed_rate", "hang_rate", "failure_rate"):
@@ -88,7 +110,7 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be a number between 0 and 1, not {value!r}")
         if not is_number(self.trailing_space_rate) or not 0 <= self.trailing_space_rate <= 1:
             raise ValueError(f"trailing_space_rate must be between 0 and 1, not {self.trailing_space_rate!r}")
-        for name in ("latency", "hang_seconds", "retry_after"):
+        for name in ("latency", "hang_seconds", "retry_after", "drip_seconds"):
             value = getattr(self, name)
             if not is_number(value) or value < 0:
                 raise ValueError(f"{name} must be a number of seconds, at least 0, not {value!r}")

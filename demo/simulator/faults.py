@@ -1,4 +1,5 @@
-"""Replies, and the faults that replace or spoil them: 500, 429, invalid JSON, hangs, dropped connections."""
+"""Replies, and the faults that replace or spoil them: 500, 429, invalid JSON, hangs, dropped connections, and
+the answer faults (dripped, huge, redirecting) that test a client's bounds."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ FAULT_KINDS = ("500", "429", "malformed", "hang", "drop", "401-echo", "success-f
 
 @dataclass
 class Reply:
-    """What to answer one HTTP request with; the HTTP handler waits `delay` first, or closes on `drop`."""
+    """What to answer one HTTP request with; the HTTP handler waits `delay` first, or closes on `drop`.
+
+    With `drip` set, the handler sends the whole answer, status line included, one byte every `drip` seconds.
+    """
 
     code: int = 200
     payload: Any = None
@@ -27,6 +31,7 @@ class Reply:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
+    drip: float = 0.0
     batch: int | None = None
     note: str = ""
 
@@ -86,3 +91,36 @@ def failure_reply(kind: str | None, config: SimulatorConfig, headers: Mapping[st
         message = "Data Scan APIs need a paid subscription; this token belongs to a trial tenant"
         return Reply(200, error_body(message), note="success-false")
     return None
+
+
+def redirect_reply(url: str) -> Reply:
+    """A 302 to `url`, with the short JSON body a redirecting gateway might add."""
+    return Reply(302, error_body("Moved"), headers={"Location": url}, note="redirect")
+
+
+# Repeated to fill a huge answer: plain ASCII, so every character is one byte in the JSON too.
+_FILLER = "Simulated runaway error text. "
+
+
+def pad_reply(reply: Reply, size: int) -> None:
+    """Pad a JSON reply to `size` bytes (a bigger one is left alone) with a long error message.
+
+    The padding goes into the first item's `error_msg` when the answer lists scans (a scan with a 10 MB error),
+    else into `error.message`. A reply sent as raw text (a malformed answer) is left as it is.
+    """
+    if reply.text is not None or not isinstance(reply.payload, dict):
+        return
+    missing = size - len(reply.body())
+    if missing <= 0:
+        return
+    data = reply.payload.get("data")
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        holder, key = data[0], "error_msg"
+    else:
+        if not isinstance(reply.payload.get("error"), dict):
+            reply.payload["error"] = {}
+        holder, key = reply.payload["error"], "message"
+    # Swapping the old value for a string of length n changes the body by n + 2 (its quotes) - len(old JSON).
+    length = missing + len(json.dumps(holder.get(key))) - 2
+    holder[key] = (_FILLER * (length // len(_FILLER) + 1))[:length]
+    reply.note = "+".join(filter(None, (reply.note, "huge")))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import socket
 import sys
@@ -13,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from demo.simulator.config import SimulatorConfig, is_number
-from demo.simulator.faults import Reply, error_body
+from demo.simulator.faults import Reply, error_body, pad_reply, redirect_reply
 from demo.simulator.scans import aware
 from demo.simulator.state import Clock, SimulatorState
 
@@ -105,6 +107,19 @@ class ProtectoSimulator(SimulatorState):
             return self._handle_control(method, path, headers, body)
         self.count_api_request()
         config = self.config
+        if config.redirect_url:
+            # A redirecting gateway answers before anything checks the token or the body.
+            reply = redirect_reply(config.redirect_url)
+        else:
+            reply = self._handle_api(method, path, headers, body, config)
+        if config.huge_bytes:
+            pad_reply(reply, config.huge_bytes)
+        reply.drip = config.drip_seconds
+        return reply
+
+    def _handle_api(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, config: SimulatorConfig
+    ) -> Reply:
         if path not in config.status_paths and path not in config.submit_paths:
             return Reply(404, error_body(f"No such endpoint: {path[:100]}"))
         if method != "PUT":
@@ -323,6 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(reply)
 
     def _send(self, reply: Reply) -> None:
+        if reply.drip:
+            self._drip(reply)
+            return
         body = reply.body()
         self.send_response(reply.code)
         self.send_header("Content-Type", "application/json")
@@ -331,5 +349,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _drip(self, reply: Reply) -> None:
+        """Send the whole answer, status line and headers included, one byte every `reply.drip` seconds."""
+        # The answer is written into a buffer by the usual code first, so dripping cannot change its bytes.
+        socket_writer, buffer = self.wfile, io.BytesIO()
+        self.wfile = buffer
+        try:
+            self._send(dataclasses.replace(reply, drip=0.0))
+        finally:
+            self.wfile = socket_writer
+        self.close_connection = True
+        data = buffer.getvalue()
+        for index in range(len(data)):
+            self.wfile.write(data[index : index + 1])
+            if index + 1 < len(data) and self.server.simulator.wait_while_serving(reply.drip):
+                return  # stopped: drop the rest
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch
