@@ -162,7 +162,8 @@ class Scan(models.Model):
     check_failures = models.PositiveIntegerField(default=0)
     # When an answer last listed this ID; an ID unreported for NOT_FOUND_AFTER_HOURS becomes NOT FOUND.
     last_reported_at = models.DateTimeField(null=True, blank=True)
-    # Why the last answer was not applied as sent (a step backwards, a duplicate, a value the database can't hold).
+    # Why an answer was not applied as sent (a step backwards, a duplicate, a value the database can't hold, an
+    # error it cleared), time-stamped by scans/judgement.py; kept until a later answer brings a warning of its own.
     answer_warning = models.TextField(blank=True)
     # Set by the refresh that claimed this scan, so only that refresh writes the answer back.
     claim_token = models.CharField(max_length=32, blank=True, editable=False)
@@ -261,6 +262,18 @@ class StatusChange(models.Model):
         return f"{self.scan_id}: {self.from_status} -> {self.to_status}"
 
 
+class RefreshRunQuerySet(models.QuerySet):
+    """The vocabulary for the poller's runs."""
+
+    def running(self) -> RefreshRunQuerySet:
+        """Runs not finished: live, or left behind by a worker that died."""
+        return self.filter(outcome=RefreshRun.Outcome.RUNNING)
+
+    def without_progress_since(self, cutoff: datetime) -> RefreshRunQuerySet:
+        """Runs whose last sign of life (their last batch, else their start) is older than `cutoff`."""
+        return self.alias(progress=Coalesce("last_progress_at", "started_at")).filter(progress__lt=cutoff)
+
+
 class RefreshRun(models.Model):
     """One refresh cycle: the poller's own health record."""
 
@@ -286,6 +299,8 @@ class RefreshRun(models.Model):
     last_progress_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     error_text = models.TextField(blank=True)
+
+    objects = RefreshRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at", "-pk"]

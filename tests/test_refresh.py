@@ -287,7 +287,9 @@ def test_refresh_command_prints_what_it_did(simulator, protecto_settings):
 
     call_command("refresh_scans", stdout=out)
 
-    assert "checked 1, answered 1, changed 1, failed batches 0, API calls 1: OK" in out.getvalue()
+    assert "checked 1, answered 1, changed 1, failed batches 0, unsaved scans 0, API calls 1: OK (ok)" in (
+        out.getvalue()
+    )
 
 
 def test_refresh_command_exits_non_zero_when_the_api_fails(simulator, protecto_settings):
@@ -296,6 +298,22 @@ def test_refresh_command_exits_non_zero_when_the_api_fails(simulator, protecto_s
 
     with pytest.raises(CommandError, match="API failing"):
         call_command("refresh_scans", "--all", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+@pytest.mark.parametrize(("answered", "outcome"), [(0, "failed"), (1, "degraded")])
+def test_refresh_command_exits_non_zero_when_answers_cover_too_few_ids(
+    simulator, protecto_settings, answered, outcome
+):
+    # A cron job or a script must not take a blind cycle for a good one.
+    for n, tracking_id in enumerate(["scan-a", "scan-b", "scan-c"]):
+        simulator.override_answer(tracking_id, [{"tracking_id": tracking_id, "status": "PENDING"}][: n < answered])
+    scans_track(ids=["scan-a", "scan-b", "scan-c"])
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=f"refresh ended {outcome}"):
+        call_command("refresh_scans", stdout=out, stderr=io.StringIO())
+
+    assert f"answered {answered}," in out.getvalue()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,6 +5,14 @@ from django.core.management.base import BaseCommand, CommandError
 from scans.models import RefreshRun
 from scans.refresh import scans_refresh_due
 
+# Outcomes that leave the dashboard blind for some scans: a script or a cron job must see them as a failure.
+FAILING_OUTCOMES = (
+    RefreshRun.Outcome.FAILED,
+    RefreshRun.Outcome.DEGRADED,
+    RefreshRun.Outcome.AUTH_REFUSED,
+    RefreshRun.Outcome.PARTIAL,
+)
+
 
 class Command(BaseCommand):
     help = "Poll Protecto once, now, for every due non-final scan (the same code the Celery beat task runs)."
@@ -16,9 +24,10 @@ class Command(BaseCommand):
         run = scans_refresh_due(ignore_schedule=options["all"])
         self.stdout.write(
             f"checked {run.ids_asked}, answered {run.ids_answered}, changed {run.changed}, "
-            f"failed batches {run.errors}, API calls {run.api_calls}: {run.get_outcome_display()}"
+            f"failed batches {run.errors}, unsaved scans {run.write_failures}, API calls {run.api_calls}: "
+            f"{run.get_outcome_display()} ({run.outcome})"
         )
         if run.error_text:
             self.stderr.write(run.error_text)
-        if run.outcome in (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED, RefreshRun.Outcome.PARTIAL):
-            raise CommandError(f"refresh ended: {run.get_outcome_display()}")
+        if run.outcome in FAILING_OUTCOMES:
+            raise CommandError(f"refresh ended {run.outcome}: {run.get_outcome_display()}")
