@@ -2,7 +2,8 @@
 
 In order: demo mode when no Protecto API is configured; var/, the broker folders and a local secret key; then
 Django: migrate, collectstatic, a first login; in demo mode the Protecto simulator and the demo scans; then the
-web server (gunicorn), a Celery worker and Celery beat. Ctrl-C or SIGTERM stops every child. If one child dies
+web server (gunicorn), a Celery worker, Celery beat and the watchdog (which tells when the poller stops, even when
+Celery and the broker are down). Ctrl-C or SIGTERM stops every child. If one child dies
 the others are stopped too and the runner exits non-zero, so a half-running dashboard never looks healthy.
 """
 
@@ -164,7 +165,7 @@ def start_demo(children: list[Child]) -> None:
 
 
 def start_dashboard(children: list[Child], options: argparse.Namespace) -> str:
-    """Start gunicorn, a Celery worker and Celery beat; return the web address."""
+    """Start gunicorn, a Celery worker, Celery beat and the watchdog; return the web address."""
     from django.conf import settings
 
     python = sys.executable
@@ -175,6 +176,7 @@ def start_dashboard(children: list[Child], options: argparse.Namespace) -> str:
     start_child(children, "worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"])
     schedule = settings.CELERY_BEAT_SCHEDULE_FILENAME
     start_child(children, "beat", [*celery, "beat", "--loglevel", "INFO", "--schedule", schedule])
+    start_child(children, "watchdog", [python, "manage.py", "watchdog"])
     return bind
 
 

@@ -10,16 +10,19 @@ from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Max, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from django.utils.functional import cached_property
 
 from scans.models import Alert, AlertMute, RefreshRun, Scan, StatusChange, stuck_condition
+from scans.poller_health import PollerHealth, human_age, poller_health
+
+__all__ = ["PollerHealth", "human_age", "poller_health"]
 
 STUCK = "STUCK"
 # What the status filter accepts: a status, or STUCK (past the stuck limits, whatever the status).
 STATUS_VALUES = (*Scan.Status.values, STUCK)
 PER_PAGE_CHOICES = (25, 50, 100)
 DEFAULT_PER_PAGE = 50
-HEALTHY_OUTCOMES = (RefreshRun.Outcome.OK, RefreshRun.Outcome.IDLE, RefreshRun.Outcome.PARTIAL)
 # What the status chips count, in display order: (key, label, the status filter value it sets; None: no filter).
 CHIPS = (
     ("all", "All", None),
@@ -28,6 +31,7 @@ CHIPS = (
     ("success", "Succeeded", Scan.Status.SUCCESS),
     ("failed", "Failed", Scan.Status.FAILED),
     ("unknown", "Unknown", Scan.Status.UNKNOWN),
+    ("not_found", "Not found", Scan.Status.NOT_FOUND),
     ("stuck", "Stuck", STUCK),
 )
 
@@ -241,17 +245,23 @@ class HeaderStats:
     p50_run_seconds: float | None = None
     p95_run_seconds: float | None = None
     hours: list[HourBar] = field(default_factory=list)
-    last_run: RefreshRun | None = None
-    last_success_at: datetime | None = None
+    poller: PollerHealth | None = None
 
     @property
     def failure_rate(self) -> float | None:
         return self.failed_24h / self.finished_24h if self.finished_24h else None
 
     @property
+    def last_run(self) -> RefreshRun | None:
+        return self.poller.last_run if self.poller else None
+
+    @property
+    def last_success_at(self) -> datetime | None:
+        return self.poller.last_success_at if self.poller else None
+
+    @property
     def api_failing(self) -> bool:
-        failing = (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED)
-        return bool(self.last_run and self.last_run.outcome in failing)
+        return bool(self.poller and self.poller.api_failing)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -287,9 +297,7 @@ def dashboard_header_stats(*, now: datetime) -> HeaderStats:
     run_times.sort()
     stats.p50_run_seconds = percentile(run_times, 0.50)
     stats.p95_run_seconds = percentile(run_times, 0.95)
-    stats.last_run = RefreshRun.objects.exclude(outcome=RefreshRun.Outcome.RUNNING).first()
-    last_success = RefreshRun.objects.filter(outcome__in=HEALTHY_OUTCOMES).values_list("finished_at", flat=True)
-    stats.last_success_at = last_success.first()
+    stats.poller = poller_health(now=now)
     return stats
 
 
@@ -298,10 +306,15 @@ def dashboard_last_run() -> RefreshRun | None:
     return RefreshRun.objects.first()
 
 
-def header_version() -> str:
-    """Changes when a scan changes or a refresh cycle ends."""
+def header_version(*, now: datetime | None = None) -> str:
+    """Changes when a scan changes, a refresh cycle ends, or the poller goes stale (then every minute it stays so).
+
+    Staleness is in the token because a dead poller changes nothing else: without it an open page would never
+    learn that its figures stopped being current.
+    """
+    now = now or timezone.now()
     run = RefreshRun.objects.exclude(outcome=RefreshRun.Outcome.RUNNING).values_list("pk", flat=True).first()
-    return f"{scans_version()}-{run or 0}"
+    return f"{scans_version()}-{run or 0}-{poller_health(now=now).version_key}"
 
 
 @dataclass

@@ -20,7 +20,20 @@ class TrackingIdConverter:
         return value
 
 
+class RowIdConverter:
+    """A database row ID: at most 18 digits, so it always fits a 64-bit integer (SQLite raises past that)."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
 register_converter(TrackingIdConverter, "tracking_id")
+register_converter(RowIdConverter, "row_id")
 
 app_name = "scans"
 
@@ -33,12 +46,13 @@ urlpatterns = [
     path("bulk/restore/", scan_views.scans_bulk_restore, name="bulk-restore"),
     path("bulk/label/", scan_views.scans_bulk_label, name="bulk-label"),
     path("healthz", health.healthz, name="healthz"),
+    path("livez", health.livez, name="livez"),
     path("alerts/", alert_views.alert_list, name="alerts"),
-    path("alerts/<int:alert_id>/resend/", alert_views.alert_resend, name="alert-resend"),
+    path("alerts/<row_id:alert_id>/resend/", alert_views.alert_resend, name="alert-resend"),
     path("alerts/settings/", alert_views.alert_settings, name="alert-settings"),
     path("alerts/settings/subscription/", alert_views.alert_subscription_update, name="alert-subscription"),
     path("alerts/mutes/", alert_views.alert_mute_create, name="alert-mute-create"),
-    path("alerts/mutes/<int:mute_id>/delete/", alert_views.alert_mute_delete, name="alert-mute-delete"),
+    path("alerts/mutes/<row_id:mute_id>/delete/", alert_views.alert_mute_delete, name="alert-mute-delete"),
     path("alerts/snooze/", alert_views.alert_snooze_start, name="alert-snooze"),
     path("alerts/snooze/end/", alert_views.alert_snooze_end, name="alert-snooze-end"),
     path("scans/<tracking_id:tracking_id>/", scan_views.scan_detail, name="detail"),

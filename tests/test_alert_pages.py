@@ -272,6 +272,16 @@ def test_a_viewer_saves_a_subscription_and_then_receives_those_kinds(viewer_clie
     assert [box["value"] for box in checked] == ["failed", "api_down"]
 
 
+def test_a_viewer_can_subscribe_to_unknown_scans_and_a_stopped_or_resumed_refresh(viewer_client, viewer):
+    page = parse_html(viewer_client.get(SETTINGS))
+    offered = {box["value"] for box in page.select('input[type="checkbox"][name="kinds"]')}
+    assert {"not_found", "poller_stale", "poller_recovered"} <= offered
+
+    viewer_client.post(SUBSCRIPTION, {"kinds": ["not_found", "poller_stale", "poller_recovered"]})
+
+    assert AlertSubscription.objects.get(user=viewer).kinds == ["not_found", "poller_stale", "poller_recovered"]
+
+
 def test_a_subscription_with_a_bad_address_is_refused_and_the_other_forms_stay_empty(operator_client):
     response = operator_client.post(SUBSCRIPTION, {"kinds": ["failed"], "email": "nope"})
 

@@ -492,6 +492,110 @@ def test_two_failed_cycles_then_success_is_no_outage(inbox, simulator, clock):
     assert inbox.messages == []
 
 
+def _runs(*outcomes: str) -> None:
+    """Finished refresh runs with these outcomes, 30 s apart from T0 (what cycles would have recorded)."""
+    for n, outcome in enumerate(outcomes):
+        started = T0 + timedelta(seconds=30 * n)
+        RefreshRun.objects.create(started_at=started, finished_at=started, outcome=outcome, ids_asked=10)
+
+
+def test_degraded_cycles_count_toward_the_api_down_alert_like_failed_ones(settings):
+    settings.ALERT_EMAILS = OPS
+    settings.ALERT_API_DOWN_AFTER = 3
+    _runs("ok", "degraded", "failed", "degraded")
+
+    alerts_detect(now=T0 + timedelta(minutes=2))
+
+    alert = Alert.objects.get()
+    assert (alert.kind, alert.outage.outcome) == (Alert.Kind.API_DOWN, "degraded")
+    assert alert.subject == "[Protecto API DOWN] 3 refresh cycles failed in a row"
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "alerted"),
+    [
+        (("ok", "failed", "failed", "abandoned"), False),  # two failed cycles: the abandoned one is no third
+        (("ok", "failed", "abandoned", "failed", "failed"), True),  # nor does it end the streak
+    ],
+)
+def test_an_abandoned_cycle_neither_counts_toward_nor_ends_an_outage(settings, outcomes, alerted):
+    settings.ALERT_EMAILS = OPS
+    settings.ALERT_API_DOWN_AFTER = 3
+    _runs(*outcomes)
+
+    alerts_detect(now=T0 + timedelta(minutes=3))
+
+    assert Alert.objects.filter(kind=Alert.Kind.API_DOWN).exists() is alerted
+
+
+def test_a_scan_unknown_to_protecto_is_alerted_once(inbox):
+    subscribe("nina", Alert.Kind.NOT_FOUND)
+    make_scan("typo-id-1", status=Scan.Status.NOT_FOUND, label="nightly HR")
+
+    alerts_run()
+    alerts_run()
+
+    [message] = inbox.messages
+    assert message["Subject"] == "[Scan NOT FOUND] nightly HR is unknown to Protecto"
+    assert "nina@example.com" in message.envelope_to
+    assert "has not reported this tracking ID for 24 hours" in text_of(message)
+    assert "Tracking ID: typo-id-1" in text_of(message)
+
+
+# --- Fast recovery after the mail server was down -------------------------------------------------------------
+
+
+def test_when_the_mail_server_returns_one_send_delivers_every_waiting_alert_once(inbox, clock, settings):
+    from tests.tcp_proxy import TcpProxy
+
+    with TcpProxy("127.0.0.1", inbox.port) as proxy:
+        settings.EMAIL_PORT = proxy.port
+        proxy.refuse()
+        failed_scans(3)
+        for seconds in (0, 30, 90):  # each failed attempt doubles the wait: due again at 30 s, 90 s, 210 s
+            clock.at(seconds=seconds)
+            alerts_run()
+        assert set(Alert.objects.values_list("next_attempt_at", flat=True)) == {T0 + timedelta(seconds=210)}
+
+        proxy.heal()
+        clock.at(seconds=100)
+        make_scan("late-failure", status=Scan.Status.FAILED, ended_at=T0 + timedelta(seconds=95))
+        _, sent = alerts_run()  # the new alert is due now; its success pulls the others forward
+
+    assert len(sent.sent) == 4
+    assert sorted(message["Message-ID"] for message in inbox.messages) == sorted(
+        f"<scan-alert-{pk}@scans.example.com>" for pk in Alert.objects.values_list("pk", flat=True)
+    )
+    clock.at(seconds=400)
+    alerts_run()
+    assert len(inbox.messages) == 4
+
+
+def test_a_success_does_not_pull_forward_an_alert_another_sender_is_mailing(inbox, clock):
+    failed_scans(1)
+    claimed = Alert.objects.create(
+        kind=Alert.Kind.API_DOWN, subject="x", body_text="x", body_html="x", recipients=OPS,
+        claim_token="other-sender", next_attempt_at=T0 + timedelta(minutes=10),
+    )  # fmt: skip
+
+    alerts_run()
+
+    claimed.refresh_from_db()
+    assert (claimed.next_attempt_at, claimed.state) == (T0 + timedelta(minutes=10), Alert.State.PENDING)
+    assert len(inbox.messages) == 1
+
+
+def test_the_retry_backoff_is_capped_at_five_minutes(inbox, clock):
+    failed_scans(1)
+    alerts_detect()
+    Alert.objects.update(attempts=12)  # it has been failing for hours
+    inbox.refuse = True
+
+    alerts_send_due()
+
+    assert Alert.objects.get().next_attempt_at == T0 + timedelta(minutes=5)
+
+
 # --- Mutes and snooze -----------------------------------------------------------------------------------------
 
 

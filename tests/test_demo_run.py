@@ -120,13 +120,14 @@ def _start_until_ready(tmp_path: Path) -> tuple[subprocess.Popen, Path, int, int
     web_port, simulator_port = free_port(), free_port()
     runner, log = _start_runner(tmp_path, web_port, simulator_port)
     _wait_until(lambda: _login_page_answers(web_port), runner, log, START_SECONDS)
-    _wait_until(lambda: len(_descendants(runner.pid)) >= 4, runner, log, 10)
+    _wait_until(lambda: len(_descendants(runner.pid)) >= 5, runner, log, 10)
     return runner, log, web_port, simulator_port, _descendants(runner.pid)
 
 
 def _role(command: str) -> str:
     for marker, role in (
         ("demo.simulator", "simulator"),
+        ("manage.py watchdog", "watchdog"),
         ("gunicorn", "web"),
         (" worker", "worker"),
         (" beat", "beat"),
@@ -141,7 +142,7 @@ def test_the_runner_starts_every_part_and_ctrl_c_stops_them_all(tmp_path):
     try:
         assert _accepts(simulator_port)
         roles = sorted(_role(command) for pid, command in started.items() if _processes()[pid][0] == runner.pid)
-        assert roles == ["beat", "simulator", "web", "worker"]
+        assert roles == ["beat", "simulator", "watchdog", "web", "worker"]
 
         stop_began = time.monotonic()
         runner.send_signal(signal.SIGINT)

@@ -77,10 +77,10 @@ def _list_context(request: HttpRequest, form: ScanFilterForm) -> dict:
 @view_required
 def scan_list_header(request: HttpRequest) -> HttpResponse:
     """The list's live header (counts, 24 h figures, the poller's health); 204 while nothing changed."""
-    version = selectors.header_version()
+    now = timezone.now()
+    version = selectors.header_version(now=now)
     if request.GET.get("v") == version:
         return HttpResponse(status=204)
-    now = timezone.now()
     context = {"stats": selectors.dashboard_header_stats(now=now), "header_version": version, "now": now}
     return render(request, "scans/list.html#live-header", context)
 
@@ -144,7 +144,23 @@ def _act(request: HttpRequest, tracking_id: str, service: Callable[..., int], do
 def scan_refresh(request: HttpRequest, tracking_id: str) -> HttpResponse:
     """Poll one scan at the next worker run instead of at its scheduled check."""
     nothing = "This scan is final or archived: there is nothing to refresh."
-    return _act(request, tracking_id, services.scans_refresh_now, "Refresh requested.", nothing)
+    return _act(request, tracking_id, _refresh_now_for(request), "Refresh requested.", nothing)
+
+
+# Shown when a refresh could not be handed to a worker: the scans are due, the next beat cycle polls them.
+QUEUE_UNREACHABLE = "Queued for the next refresh cycle (the task queue is unreachable right now)."
+
+
+def _refresh_now_for(request: HttpRequest) -> Callable[..., int]:
+    """scans_refresh_now as an `_act`/`_bulk` service that also tells the operator when the broker is down."""
+
+    def refresh(*, scan_ids: list[int]) -> int:
+        requested = services.scans_refresh_now(scan_ids=scan_ids)
+        if requested.queue.unreachable:
+            messages.warning(request, QUEUE_UNREACHABLE)
+        return requested.count
+
+    return refresh
 
 
 @login_required
@@ -226,7 +242,7 @@ def _bulk(
 @require_POST
 def scans_bulk_refresh(request: HttpRequest) -> HttpResponse:
     """Refresh the selected scans now."""
-    return _bulk(request, ScanSelectionForm, services.scans_refresh_now, "Refresh requested for {n} scan(s).")
+    return _bulk(request, ScanSelectionForm, _refresh_now_for(request), "Refresh requested for {n} scan(s).")
 
 
 @login_required
@@ -260,11 +276,11 @@ def scans_bulk_label(request: HttpRequest) -> HttpResponse:
 def scan_add(request: HttpRequest) -> HttpResponse:
     """Paste many IDs or upload a CSV; every ID gets its own answer."""
     form = AddScansForm(request.POST or None, request.FILES or None)
-    results = None
+    results = queue = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         results = services.scans_track_entries(entries=data["entries"], label=data["label"])
         if results.added:
-            services.scans_request_refresh()
+            queue = services.scans_request_refresh()
         form = AddScansForm()
-    return render(request, "scans/add.html", {"form": form, "results": results})
+    return render(request, "scans/add.html", {"form": form, "results": results, "queue": queue})
