@@ -4,6 +4,7 @@ Everything that differs between machines comes from the environment (see .env.ex
 a malformed value stops start-up with ImproperlyConfigured naming the variable.
 """
 
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -197,9 +198,32 @@ EMAIL_BACKEND = f"django.core.mail.backends.{'smtp' if EMAIL_HOST else 'console'
 # No REDIS_URL: kombu's filesystem transport under var/, enough for one worker with beat on one machine.
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss"))
 CELERY_QUEUE_DIR = VAR_DIR / "celery-queue"
+# A broker that stops answering (a silent TCP cut) must fail a read, not hang it: timeouts, keepalive, pings.
+BROKER_SOCKET_TIMEOUT_SECONDS = env_float("BROKER_SOCKET_TIMEOUT_SECONDS", 10.0, minimum=0.5, maximum=300)
+BROKER_HEALTH_CHECK_SECONDS = env_int("BROKER_HEALTH_CHECK_SECONDS", 10, minimum=1, maximum=300)
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+        "visibility_timeout": 3600,
+        # Without a socket timeout a publish (beat, a page) on a silently dropped connection waits forever.
+        "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+        # Keepalive lets the kernel notice a NAT/firewall drop on an idle connection (beat's between ticks).
+        "socket_keepalive": True,
+        # (Linux names; a platform without them, e.g. macOS for development, keeps the kernel's defaults.)
+        "socket_keepalive_options": {
+            getattr(socket, name): value
+            for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+            if hasattr(socket, name)
+        },
+        # redis-py pings a connection idle this long before using it; kombu (5.7+) also drops the worker's
+        # BRPOP connection when its reply is this overdue, the only guard for the event loop's blocking read.
+        "health_check_interval": BROKER_HEALTH_CHECK_SECONDS,
+        # A timed-out command may have been applied: Celery's publish retry decides, not a blind replay.
+        "retry_on_timeout": False,
+    }
+    # Celery's own limit on (re)establishing the broker connection; heartbeats are AMQP-only, so none here.
+    CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_SOCKET_TIMEOUT_SECONDS
 else:
     CELERY_BROKER_URL = "filesystem://"
     # Every folder the transport writes is under var/ (without control_folder kombu writes ./control).
@@ -208,9 +232,6 @@ else:
         "data_folder_out": str(CELERY_QUEUE_DIR),
         "control_folder": str(CELERY_QUEUE_DIR / "control"),
     }
-# A broker that stops answering (a silent TCP cut) must fail a read, not hang it: timeouts, keepalive, pings.
-BROKER_SOCKET_TIMEOUT_SECONDS = env_float("BROKER_SOCKET_TIMEOUT_SECONDS", 10.0, minimum=0.5, maximum=300)
-BROKER_HEALTH_CHECK_SECONDS = env_int("BROKER_HEALTH_CHECK_SECONDS", 10, minimum=1, maximum=300)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -1,8 +1,32 @@
 """Django admin for superusers: search, filters, and the API's own fields read-only."""
 
 from django.contrib import admin
+from django.db import DataError, transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
 from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, RefreshRun, Scan, StatusChange
+
+
+class HostileInputSafeAdmin(admin.ModelAdmin):
+    """A list filter the database cannot run (NUL on PostgreSQL, a year past 9999, an int past 64 bits) is a 400.
+
+    The admin builds the query from any field lookup in the query string and runs it only while the page renders,
+    after its own checks for bad parameters, so the error is caught here.
+    """
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        if any("\x00" in value for values in request.GET.lists() for value in values[1]):
+            return HttpResponseBadRequest(_REFUSED)
+        try:
+            # A savepoint, so a query PostgreSQL refuses does not poison the rest of the request's transaction.
+            with transaction.atomic():
+                response = super().changelist_view(request, extra_context)
+                return response.render() if hasattr(response, "render") else response
+        except (ValueError, OverflowError, DataError):
+            return HttpResponseBadRequest(_REFUSED)
+
+
+_REFUSED = "This filter cannot be applied: a value is out of range or malformed."
 
 
 class StatusChangeInline(admin.TabularInline):
@@ -13,7 +37,7 @@ class StatusChangeInline(admin.TabularInline):
 
 
 @admin.register(Scan)
-class ScanAdmin(admin.ModelAdmin):
+class ScanAdmin(HostileInputSafeAdmin):
     list_display = ("tracking_id", "label", "status", "submitted_at", "ended_at", "last_checked_at", "archived_at")
     list_filter = ("status", "data_source", "archived_at")
     search_fields = ("tracking_id", "label")
@@ -36,7 +60,7 @@ class ScanAdmin(admin.ModelAdmin):
 
 
 @admin.register(RefreshRun)
-class RefreshRunAdmin(admin.ModelAdmin):
+class RefreshRunAdmin(HostileInputSafeAdmin):
     list_display = ("started_at", "outcome", "ids_asked", "ids_answered", "changed", "api_calls", "errors")
     list_filter = ("outcome",)
     readonly_fields = [field.name for field in RefreshRun._meta.fields]
@@ -46,7 +70,7 @@ class RefreshRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(HostileInputSafeAdmin):
     """The outbox, read-only: alerts are written by detection and changed only by sending."""
 
     list_display = ("created_at", "kind", "subject", "state", "attempts", "sent_at")
@@ -61,6 +85,6 @@ class AlertAdmin(admin.ModelAdmin):
         return False
 
 
-admin.site.register(AlertSubscription)
-admin.site.register(AlertMute)
-admin.site.register(AlertSnooze)
+admin.site.register(AlertSubscription, HostileInputSafeAdmin)
+admin.site.register(AlertMute, HostileInputSafeAdmin)
+admin.site.register(AlertSnooze, HostileInputSafeAdmin)

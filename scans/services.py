@@ -74,43 +74,92 @@ def scans_track_entries(*, entries: Iterable[tuple[str, str]], label: str = "") 
     return merged
 
 
-def scans_refresh_now(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
-    """Make the given non-final, non-archived scans due now and ask a worker to poll them; return how many.
+# A page that queues a task waits at most this long for the broker: the action itself never depends on it.
+WEB_PUBLISH_TIMEOUT_SECONDS = 1.0
 
-    The poll itself runs in the worker (the same refresh the beat runs), so a slow API never holds a page.
+
+@dataclass
+class QueueRequest:
+    """A task asked of the workers from a request; `sent` is known once the transaction has committed.
+
+    None means not attempted yet (the transaction is still open), False that the broker could not take it: the
+    work then waits for the next scheduled cycle.
+    """
+
+    sent: bool | None = None
+
+    @property
+    def unreachable(self) -> bool:
+        """True when the broker refused or timed out: say "next cycle", not "now"."""
+        return self.sent is False
+
+
+@dataclass
+class RefreshRequest:
+    """What scans_refresh_now did: how many scans it made due now and whether a worker was asked to run."""
+
+    count: int
+    queue: QueueRequest
+
+
+def scans_refresh_now(*, scan_ids: Iterable[int], now: datetime | None = None) -> RefreshRequest:
+    """Make the given non-final, non-archived scans due now and ask a worker to poll them.
+
+    The poll itself runs in the worker (the same refresh the beat runs), so a slow API never holds a page; a
+    broker that cannot take the message leaves the scans due for the next scheduled cycle.
     """
     now = now or timezone.now()
     count = Scan.objects.active().filter(pk__in=list(scan_ids), claim_token="").write(next_check_at=now)
-    if count:
-        scans_request_refresh()
-    return count
+    return RefreshRequest(count=count, queue=scans_request_refresh() if count else QueueRequest())
 
 
-def scans_request_refresh() -> None:
+def scans_request_refresh() -> QueueRequest:
     """Ask a worker to run a refresh as soon as the current transaction commits.
 
-    If the broker cannot take the message the scans are still due, so the next beat polls them: log, never fail
-    the request.
+    If the broker cannot take the message within about a second the scans are still due, so the next beat polls
+    them: log, never fail or hold the request.
     """
-    transaction.on_commit(_send_refresh_task)
+    return _queue_on_commit("refresh_due_scans")
 
 
-def request_alert_send() -> None:
+def request_alert_send() -> QueueRequest:
     """Ask a worker to send due alerts once the current transaction commits (never fails the request)."""
-    transaction.on_commit(lambda: _send_task("send_alerts"))
+    return _queue_on_commit("send_alerts")
 
 
-def _send_refresh_task() -> None:
-    _send_task("refresh_due_scans")
+def _queue_on_commit(name: str) -> QueueRequest:
+    request = QueueRequest()
+
+    def send() -> None:
+        request.sent = _send_task(name)
+
+    transaction.on_commit(send)
+    return request
 
 
-def _send_task(name: str) -> None:
+def _send_task(name: str) -> bool:
+    """Publish one task on a short-lived connection with short timeouts and no retry; True if the broker took it.
+
+    The app's pooled connection keeps the workers' longer broker timeouts and Celery's publish retries, which would
+    hold a page for seconds (Redis refusing) or until the socket timeout (Redis hanging).
+    """
+    from dashboard.celery import app
     from scans import tasks
 
+    short = {
+        "socket_timeout": WEB_PUBLISH_TIMEOUT_SECONDS,
+        "socket_connect_timeout": WEB_PUBLISH_TIMEOUT_SECONDS,
+        "retry_on_timeout": False,
+        "max_retries": 0,
+    }
     try:
-        getattr(tasks, name).apply_async(retry=False)
+        connection = app.connection_for_write(transport_options=short, connect_timeout=WEB_PUBLISH_TIMEOUT_SECONDS)
+        with connection as conn:
+            getattr(tasks, name).apply_async(connection=conn, retry=False)
     except Exception:
         logger.warning("could not queue %s; the next scheduled run will do it", name, exc_info=True)
+        return False
+    return True
 
 
 def scans_archive(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:

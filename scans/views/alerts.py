@@ -43,8 +43,12 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 def alert_resend(request: HttpRequest, alert_id: int) -> HttpResponse:
     """Try a waiting alert again at once instead of after its backoff."""
     if alerts.alert_resend(alert_ids=[alert_id]):
-        services.request_alert_send()
-        messages.success(request, "The alert will be sent again now.")
+        if services.request_alert_send().unreachable:
+            messages.warning(
+                request, "The alert is due again; the next cycle sends it (the task queue is unreachable)."
+            )
+        else:
+            messages.success(request, "The alert will be sent again now.")
     else:
         messages.info(request, "Only an alert that is still waiting to be sent can be resent.")
     return redirect(back_to(request, reverse("scans:alerts")))

@@ -11,6 +11,9 @@ operate_required = permission_required("scans.operate_scans", raise_exception=Tr
 def back_to(request: HttpRequest, default: str) -> str:
     """The `next` URL posted with a form when it points at this site, else `default`."""
     target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+    # Only a path on this site: anything else ("abc" would be taken for a URL name, a NUL breaks the header).
+    if not target.startswith("/") or not target.isprintable():
+        return default
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         return target
     return default

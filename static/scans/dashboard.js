@@ -1,5 +1,5 @@
 // The dashboard's small script: local times, ticking durations, copy buttons, the "/" shortcut,
-// row selection for bulk actions, and when live polling may run. htmx does the rest.
+// row selection for bulk actions, when live polling may run, and saying so when it fails. htmx does the rest.
 (function () {
   "use strict";
 
@@ -47,11 +47,53 @@
       el.title = date.toISOString();
       el.dataset.done = "1";
     });
+    // A running duration ticks only while the data is live: with polls failing, the scan may have finished.
+    if (failingPollers.size > 0) return;
     (root || document).querySelectorAll("[data-since]").forEach(function (el) {
       var since = new Date(el.getAttribute("data-since"));
       if (!isNaN(since)) el.textContent = formatDuration((Date.now() - since.getTime()) / 1000);
     });
   }
+
+  // --- Live polls that fail say so: a banner, and durations frozen, so stale data never looks live.
+  // A poll that hangs would hold its element's next polls (htmx drops a request while one is in flight), so each
+  // poll gets a timeout and a timeout counts as a failure.
+  var POLL_TIMEOUT_MS = 10000;
+  var failingPollers = new Set();
+
+  function pollerKey(elt) {
+    if (!elt || !elt.getAttribute) return null;
+    if (!/\bevery\s/.test(elt.getAttribute("hx-trigger") || "")) return null;
+    var owner = elt.id ? elt : elt.closest("[id]");
+    return owner ? owner.id : "poller";
+  }
+
+  function showLiveState() {
+    var failing = failingPollers.size > 0;
+    var banner = document.getElementById("live-failing");
+    if (banner) banner.hidden = !failing;
+    document.body.classList.toggle("live-failing", failing);
+  }
+
+  function pollFailed(event) {
+    var key = pollerKey(event.detail && event.detail.elt);
+    if (key === null) return;
+    failingPollers.add(key);
+    showLiveState();
+  }
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (pollerKey(event.detail.elt) !== null) event.detail.timeout = POLL_TIMEOUT_MS;
+  });
+  ["htmx:responseError", "htmx:sendError", "htmx:timeout"].forEach(function (name) {
+    document.addEventListener(name, pollFailed);
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var key = pollerKey(event.detail.elt);
+    if (key === null || event.detail.successful !== true || !failingPollers.delete(key)) return;
+    showLiveState();
+    refreshTimes();
+  });
 
   function selectedRows() {
     return document.querySelectorAll("input.row-select:checked");
