@@ -1,20 +1,30 @@
-"""Chaos run: many scans, a faulty API, an outage and a killed worker; then check that nothing was lost or doubled.
+"""Chaos run: many scans, a faulty API, an outage, a killed worker, a mail server and a broker that vanish.
 
     .venv/bin/python bench/chaos.py                                    # 300 scans, SQLite, Redis db 5
     .venv/bin/python bench/chaos.py --scans 2000 --workers 2 \\
         --postgres postgres://postgres@127.0.0.1:5432/postgres          # a throw-away PostgreSQL database
-    .venv/bin/python bench/chaos.py --scans 100 --no-kill               # the small version CI runs
+    .venv/bin/python bench/chaos.py --small                            # the version CI runs (about a minute)
 
 Everything is real: the Protecto simulator over HTTP (with 500s, 429s, malformed JSON and hanging answers at
-random), Celery workers and beat as separate processes on Redis, the database, and an SMTP server that records
-what it receives. Midway the API goes down for --outage seconds, and (unless --no-kill) every worker is killed
-with SIGKILL while a batch is claimed and replaced. The script then waits until every scan is final and every
-alert is sent, prints a table, and exits non-zero if any check fails:
+random), Celery workers, beat and the watchdog as separate processes on Redis, the database, and an SMTP server
+that records what it receives. Redis and SMTP are reached through TCP proxies (tests/tcp_proxy.py) that can fail
+them without touching the real servers. The script plays, in order:
+
+1. the mail server refuses connections from the start until the API outage is over (alerts wait in the outbox);
+2. after five cycles the API answers only 500 for --outage seconds, and during it (unless --no-kill) every worker
+   is killed with SIGKILL while a batch is claimed, and replaced; the time that batch stays claimed is measured;
+3. the mail server comes back: the time until every alert that was waiting is delivered is measured;
+4. the broker's connections are cut silently (no FIN, no RST: a NAT dropping idle flows) for --cut seconds;
+   the time until refresh cycles complete again is measured.
+
+It then waits until every scan is final and every alert is sent, prints a table, and exits non-zero if any check
+fails:
 
 - every scan's final status equals the simulator's truth;
 - no status transition is recorded twice;
 - every failed scan is mailed exactly once;
-- the outage is mailed once as "API down" and once as "recovered".
+- the outage is mailed once as "API down" and once as "recovered";
+- cycles resumed within 60 s of the broker coming back.
 
 Redis: the given database index is flushed first, so use one nothing else uses (default 5).
 """
@@ -28,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,9 +48,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.throwaway_db import create_postgres_database, drop_postgres_database  # noqa: E402
+from tests.tcp_proxy import TcpProxy  # noqa: E402
 
 INTERVAL_SECONDS = 2
 ALERT_ADDRESS = "ops@chaos.test"
+# The issue's promise: beat and the worker recover from a silent broker cut within this.
+BROKER_RECOVERY_LIMIT_SECONDS = 60
 
 
 @dataclass
@@ -48,30 +62,44 @@ class Run:
 
     args: argparse.Namespace
     var_dir: Path
+    redis_proxy: TcpProxy
+    smtp_proxy: TcpProxy
     env: dict[str, str] = field(default_factory=dict)
     workers: list[subprocess.Popen] = field(default_factory=list)
-    beat: subprocess.Popen | None = None
+    others: list[subprocess.Popen] = field(default_factory=list)
     mails: list = field(default_factory=list)
     frozen_seconds: float | None = None
+    smtp_recovery_seconds: float | None = None
+    alerts_held_by_smtp: int = 0
+    broker_recovery_seconds: float | None = None
     elapsed: float = 0.0
 
 
 def main() -> int:
     args = _options()
-    run = Run(args=args, var_dir=Path(tempfile.mkdtemp(prefix="chaos-")))
     database = create_postgres_database(args.postgres, "chaos") if args.postgres else None
     from demo.simulator import ProtectoSimulator, SimulatorConfig
 
     simulator = ProtectoSimulator(SimulatorConfig(**_simulator_faults(args), quiet=True)).start()
-    smtp = _start_smtp(run)
+    smtp = _start_smtp()
+    redis_host, redis_port = _redis_address(args.redis)
+    run = Run(
+        args=args,
+        var_dir=Path(tempfile.mkdtemp(prefix="chaos-")),
+        redis_proxy=TcpProxy(redis_host, redis_port).start(),
+        smtp_proxy=TcpProxy("127.0.0.1", smtp.port).start(),
+    )
+    smtp.handler.run = run
     try:
-        _prepare(run, simulator.url, simulator.config.token, smtp.port, database)
+        _prepare(run, simulator.url, simulator.config.token, database)
         ids = _track(args.scans, simulator)
         _start_processes(run)
         _play(run, simulator)
         ok = _report(run, simulator, ids)
     finally:
         _stop_processes(run)
+        run.redis_proxy.stop()
+        run.smtp_proxy.stop()
         smtp.stop()
         simulator.stop()
         if database:
@@ -87,9 +115,28 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--postgres", metavar="ADMIN_URL", help="run on a throw-away PostgreSQL database")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/5", help="a Redis database to flush and use")
     parser.add_argument("--outage", type=float, default=20.0, help="seconds the API answers only 500")
+    parser.add_argument("--cut", type=float, default=15.0, help="seconds the broker's connections are cut")
     parser.add_argument("--no-kill", action="store_true", help="do not kill the workers mid-batch")
+    parser.add_argument("--small", action="store_true", help="CI size: 60 scans, 15 s outage, 8 s cut")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.small:
+        args.scans, args.outage, args.cut, args.timeout = 60, 15.0, 8.0, 240.0
+    return args
+
+
+def _redis_address(url: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+def _proxied_redis_url(run: Run) -> str:
+    from urllib.parse import urlsplit
+
+    path = urlsplit(run.args.redis).path or "/0"
+    return f"redis://127.0.0.1:{run.redis_proxy.port}{path}"
 
 
 def _simulator_faults(args: argparse.Namespace) -> dict:
@@ -109,10 +156,9 @@ def _simulator_faults(args: argparse.Namespace) -> dict:
 
 
 class _Inbox:
-    """An SMTP handler that keeps every message it receives."""
+    """An SMTP handler that keeps every message it receives (on the run, once the run exists)."""
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
+    run: Run | None = None
 
     async def handle_DATA(self, server, session, envelope):
         from email import message_from_bytes, policy
@@ -121,21 +167,19 @@ class _Inbox:
         return "250 Message accepted for delivery"
 
 
-def _start_smtp(run: Run):
-    import socket
-
+def _start_smtp():
     from aiosmtpd.controller import Controller
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    controller = Controller(_Inbox(run), hostname="127.0.0.1", port=port)
+    from tests.ports import free_port
+
+    port = free_port()
+    controller = Controller(_Inbox(), hostname="127.0.0.1", port=port)
     controller.start()
     controller.port = port
     return controller
 
 
-def _prepare(run: Run, api_url: str, token: str, smtp_port: int, database: tuple[str, str] | None) -> None:
+def _prepare(run: Run, api_url: str, token: str, database: tuple[str, str] | None) -> None:
     """The environment every process of the run shares, then Django in this process, migrated."""
     import redis
 
@@ -146,21 +190,27 @@ def _prepare(run: Run, api_url: str, token: str, smtp_port: int, database: tuple
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         "VAR_DIR": str(run.var_dir),
         "SECRET_KEY": "chaos-run-only-" + "x" * 32,
-        "REDIS_URL": run.args.redis,
+        "REDIS_URL": _proxied_redis_url(run),
+        "BROKER_SOCKET_TIMEOUT_SECONDS": "5",
+        "BROKER_HEALTH_CHECK_SECONDS": "5",
         "PROTECTO_API_URL": api_url,
         "PROTECTO_AUTH_TOKEN": token,
-        "PROTECTO_BATCH_SIZE": "50",
+        # Several batches per cycle even in the small run, so a killed worker freezes one batch, not every scan.
+        "PROTECTO_BATCH_SIZE": str(max(10, min(50, run.args.scans // 20))),
         "PROTECTO_TIMEOUT_SECONDS": "2",
+        "PROTECTO_DEADLINE_SECONDS": "5",
         "PROTECTO_MAX_RETRIES": "1",
         "PROTECTO_BACKOFF_SECONDS": "0.1",
         "REFRESH_INTERVAL_SECONDS": str(INTERVAL_SECONDS),
+        "WATCHDOG_INTERVAL_SECONDS": "5",
         "ALERT_EMAILS": ALERT_ADDRESS,
         "ALERT_API_DOWN_AFTER": "3",
         "ALERT_DIGEST_THRESHOLD": "1000000",  # one mail per failure, so each can be counted
         "STUCK_PENDING_MINUTES": "600",
         "STUCK_RUNNING_MINUTES": "600",
         "EMAIL_HOST": "127.0.0.1",
-        "EMAIL_PORT": str(smtp_port),
+        "EMAIL_PORT": str(run.smtp_proxy.port),
+        "EMAIL_TIMEOUT_SECONDS": "5",
         "LOG_LEVEL": "WARNING",
     }
     if database:
@@ -185,15 +235,19 @@ def _track(count: int, simulator) -> list[str]:
     return ids
 
 
-def _celery(run: Run, *command: str) -> subprocess.Popen:
+def _spawn(run: Run, *command: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "dashboard", *command, "--loglevel", "WARNING"],
+        [sys.executable, *command],
         cwd=ROOT,
         env=run.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def _celery(run: Run, *command: str) -> subprocess.Popen:
+    return _spawn(run, "-m", "celery", "-A", "dashboard", *command, "--loglevel", "WARNING")
 
 
 def _start_workers(run: Run) -> None:
@@ -203,29 +257,52 @@ def _start_workers(run: Run) -> None:
 
 def _start_processes(run: Run) -> None:
     _start_workers(run)
-    schedule = str(run.var_dir / "celerybeat-schedule")
-    run.beat = _celery(run, "beat", "--schedule", schedule)
+    run.others.append(_celery(run, "beat", "--schedule", str(run.var_dir / "celerybeat-schedule")))
+    run.others.append(_spawn(run, "manage.py", "watchdog"))
 
 
 def _play(run: Run, simulator) -> None:
-    """Let it run, take the API down, kill the workers mid-batch, and wait until everything has settled."""
+    """The scenario of the module docstring, then wait until everything has settled."""
     start = time.monotonic()
+    run.smtp_proxy.refuse()
     _wait(run, start, lambda: _refresh_runs() >= 5, "five refresh cycles")
     simulator.configure(error_rate=1.0)
-    time.sleep(run.args.outage)
+    outage_ends = time.monotonic() + run.args.outage
+    # During the outage batches stay claimed through their retries: the surest moment to catch one.
+    watcher = None if run.args.no_kill else _kill_workers_mid_batch(run, start)
+    time.sleep(max(0.0, outage_ends - time.monotonic()))
     simulator.configure(error_rate=_simulator_faults(run.args)["error_rate"])
-    if not run.args.no_kill:
-        _kill_workers_mid_batch(run, start)
+    _bring_smtp_back(run, start)
+    _cut_broker(run, start)
     _wait(run, start, _settled, "every scan final, every alert sent and the recovery mailed")
+    if watcher:
+        watcher.join(timeout=max(1.0, run.args.timeout - (time.monotonic() - start)))
     run.elapsed = time.monotonic() - start
 
 
-def _kill_workers_mid_batch(run: Run, start: float) -> None:
-    """SIGKILL every worker while some scans are claimed, start new ones, and time how long that batch waits."""
+def _bring_smtp_back(run: Run, start: float) -> None:
+    """Let the mail server answer again and time how long the alerts that waited for it take to go out."""
+    from scans.models import Alert
+
+    waiting = set(Alert.objects.filter(state=Alert.State.PENDING).values_list("pk", flat=True))
+    run.alerts_held_by_smtp = len(waiting)
+    run.smtp_proxy.heal()
+    back_at = time.monotonic()
+    _wait(
+        run,
+        start,
+        lambda: not Alert.objects.filter(pk__in=waiting, state=Alert.State.PENDING).exists(),
+        "the alerts held back by the mail server",
+    )
+    run.smtp_recovery_seconds = time.monotonic() - back_at
+
+
+def _kill_workers_mid_batch(run: Run, start: float) -> threading.Thread:
+    """SIGKILL every worker while a batch is claimed, start new ones; a thread times how long the batch waits."""
     from scans.models import Scan
 
     _wait(run, start, lambda: Scan.objects.exclude(claim_token="").exists(), "a claimed batch")
-    frozen = set(Scan.objects.exclude(claim_token="").values_list("pk", flat=True))
+    killed_tokens = set(Scan.objects.exclude(claim_token="").values_list("claim_token", flat=True))
     killed_at = time.monotonic()
     for worker in run.workers:
         os.killpg(worker.pid, signal.SIGKILL)
@@ -233,11 +310,40 @@ def _kill_workers_mid_batch(run: Run, start: float) -> None:
     run.workers.clear()
     _start_workers(run)
 
-    def thawed() -> bool:
-        return not Scan.objects.filter(pk__in=frozen).exclude(claim_token="").exists()
+    def watch() -> None:
+        from django.db import connection
 
-    _wait(run, start, thawed, "the killed batch to be polled again")
-    run.frozen_seconds = time.monotonic() - killed_at
+        try:
+            while Scan.objects.filter(claim_token__in=killed_tokens).exists():
+                if time.monotonic() - start > run.args.timeout:
+                    return
+                time.sleep(0.2)
+            run.frozen_seconds = time.monotonic() - killed_at
+        finally:
+            connection.close()
+
+    watcher = threading.Thread(target=watch, name="thaw-watcher", daemon=True)
+    watcher.start()
+    return watcher
+
+
+def _cut_broker(run: Run, start: float) -> None:
+    """Drop the broker's connections without a word, restore the network, time until cycles complete again."""
+    from django.utils import timezone
+
+    from scans.models import RefreshRun
+
+    run.redis_proxy.sever_silently()
+    time.sleep(run.args.cut)
+    run.redis_proxy.heal()
+    back_at, back_stamp = time.monotonic(), timezone.now()
+
+    def cycling() -> bool:
+        finished = RefreshRun.objects.filter(started_at__gt=back_stamp).exclude(outcome=RefreshRun.Outcome.RUNNING)
+        return finished.exists()
+
+    _wait(run, start, cycling, "a refresh cycle after the broker came back")
+    run.broker_recovery_seconds = time.monotonic() - back_at
 
 
 def _refresh_runs() -> int:
@@ -254,29 +360,39 @@ def _settled() -> bool:
     return Alert.objects.filter(kind=Alert.Kind.API_RECOVERED).exists()
 
 
+def _snapshot() -> str:
+    """What the run looks like now, for a give-up message."""
+    from scans.models import Alert, RefreshRun, Scan
+
+    active = Counter(Scan.objects.active().values_list("status", flat=True))
+    alerts = Counter(Alert.objects.values_list("kind", "state"))
+    runs = [f"{run.started_at:%H:%M:%S} {run.outcome}" for run in RefreshRun.objects.order_by("started_at")]
+    return f"active scans {dict(active)}, alerts {dict(alerts)}, cycles: {', '.join(runs)}"
+
+
 def _wait(run: Run, start: float, condition, what: str) -> None:
     from django.db import close_old_connections
 
     while not condition():
         if time.monotonic() - start > run.args.timeout:
-            raise SystemExit(f"chaos: gave up after {run.args.timeout:.0f} s waiting for {what}")
-        for process in [*run.workers, run.beat]:
-            if process is not None and process.poll() is not None:
-                raise SystemExit(f"chaos: a Celery process exited with status {process.returncode}")
+            raise SystemExit(f"chaos: gave up after {run.args.timeout:.0f} s waiting for {what}; {_snapshot()}")
+        for process in [*run.workers, *run.others]:
+            if process.poll() is not None:
+                raise SystemExit(f"chaos: {process.args[1:4]} exited with status {process.returncode}")
         time.sleep(0.5)
         close_old_connections()
 
 
 def _stop_processes(run: Run) -> None:
-    for process in [*run.workers, run.beat]:
-        if process is not None and process.poll() is None:
+    processes = [*run.workers, *run.others]
+    for process in processes:
+        if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
-    for process in [*run.workers, run.beat]:
-        if process is not None:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _report(run: Run, simulator, ids: list[str]) -> bool:
@@ -293,6 +409,7 @@ def _report(run: Run, simulator, ids: list[str]) -> bool:
     failed_ids = [tracking_id for tracking_id, status in truth.items() if status == "FAILED"]
     per_failure = _mails_per_scan(run.mails, failed_ids)
     outcomes = Counter(RefreshRun.objects.values_list("outcome", flat=True))
+    recovery = run.broker_recovery_seconds
     checks = {
         "statuses matching the API's truth": (f"{matching} / {len(ids)}", matching == len(ids)),
         "transitions recorded twice": (doubled, doubled == 0),
@@ -302,8 +419,17 @@ def _report(run: Run, simulator, ids: list[str]) -> bool:
         ),
         "'API down' mails": (by_kind["api_down"], by_kind["api_down"] == 1),
         "'API recovered' mails": (by_kind["api_recovered"], by_kind["api_recovered"] == 1),
+        # One episode per silence (the broker cut, maybe a slow worker restart): each told once and ended once.
+        "'refresh stopped' / 'resumed' mails": (
+            f"{by_kind['poller_stale']} / {by_kind['poller_recovered']}",
+            by_kind["poller_stale"] >= 1 and by_kind["poller_stale"] == by_kind["poller_recovered"],
+        ),
+        "cycles resumed after the broker cut": (
+            f"{recovery:.0f} s",
+            recovery is not None and recovery <= BROKER_RECOVERY_LIMIT_SECONDS,
+        ),
     }
-    _print_table(run, checks, outcomes)
+    _print_table(run, checks, outcomes, by_kind)
     return all(ok for _, ok in checks.values())
 
 
@@ -317,16 +443,22 @@ def _mails_per_scan(mails: list, tracking_ids: list[str]) -> dict[str, int]:
     return counts
 
 
-def _print_table(run: Run, checks: dict, outcomes: Counter) -> None:
+def _print_table(run: Run, checks: dict, outcomes: Counter, by_kind: Counter) -> None:
     from django.db import connection
 
     args = run.args
     print(
-        f"\nchaos run: {args.scans} scans, {args.workers} workers, {connection.vendor}, outage {args.outage:.0f} s"
+        f"\nchaos run: {args.scans} scans, {args.workers} workers, {connection.vendor}, "
+        f"API outage {args.outage:.0f} s, broker cut {args.cut:.0f} s"
     )
     print(f"settled in {run.elapsed:.0f} s; refresh cycles by outcome: {dict(outcomes)}")
-    frozen = "not killed" if run.frozen_seconds is None else f"{run.frozen_seconds:.0f} s"
+    print(f"mails by kind: {dict(by_kind)}")
+    frozen = "not killed" if run.args.no_kill else f"{run.frozen_seconds or float('nan'):.0f} s"
     print(f"{'a killed batch stayed claimed for':<40} {frozen}")
+    print(
+        f"{'mail server back -> held alerts sent':<40} {run.smtp_recovery_seconds:.1f} s "
+        f"({run.alerts_held_by_smtp} alerts had waited)"
+    )
     for name, (value, ok) in checks.items():
         print(f"{name:<40} {value!s:<14} {'PASS' if ok else 'FAIL'}")
 

@@ -267,7 +267,7 @@ def _running_server(env: dict[str, str], var_dir: Path) -> Iterator[str]:
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_until_up(f"{url}/healthz", process)
+            _wait_until_up(f"{url}/livez", process)
             yield url
         except BaseException:
             print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)

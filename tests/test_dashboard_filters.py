@@ -396,11 +396,20 @@ def two_teams(now):
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("", dict(all=8, pending=1, in_progress=1, success=3, failed=2, unknown=1, stuck=1)),
-        ("?q=alpha", dict(all=5, pending=1, in_progress=1, success=1, failed=2, unknown=0, stuck=1)),
-        ("?source=snowflake", dict(all=4, pending=1, in_progress=0, success=2, failed=0, unknown=1, stuck=1)),
-        ("?to=2026-01-31", dict(all=4, pending=1, in_progress=0, success=2, failed=0, unknown=1, stuck=1)),
-        ("?q=alpha&source=s3", dict(all=4, pending=0, in_progress=1, success=1, failed=2, unknown=0, stuck=0)),
+        ("", dict(all=8, pending=1, in_progress=1, success=3, failed=2, unknown=1, not_found=0, stuck=1)),
+        ("?q=alpha", dict(all=5, pending=1, in_progress=1, success=1, failed=2, unknown=0, not_found=0, stuck=1)),
+        (
+            "?source=snowflake",
+            dict(all=4, pending=1, in_progress=0, success=2, failed=0, unknown=1, not_found=0, stuck=1),
+        ),
+        (
+            "?to=2026-01-31",
+            dict(all=4, pending=1, in_progress=0, success=2, failed=0, unknown=1, not_found=0, stuck=1),
+        ),
+        (
+            "?q=alpha&source=s3",
+            dict(all=4, pending=0, in_progress=1, success=1, failed=2, unknown=0, not_found=0, stuck=0),
+        ),
     ],
 )
 def test_the_chips_count_what_search_source_and_dates_let_through(operator_client, two_teams, query, expected):
@@ -411,7 +420,9 @@ def test_the_chips_count_what_search_source_and_dates_let_through(operator_clien
 def test_choosing_a_status_changes_the_rows_but_not_the_chip_counts(operator_client, two_teams, status):
     response = get_list(operator_client, f"?q=alpha&status={status}")
 
-    assert chip_counts(response) == dict(all=5, pending=1, in_progress=1, success=1, failed=2, unknown=0, stuck=1)
+    assert chip_counts(response) == dict(
+        all=5, pending=1, in_progress=1, success=1, failed=2, unknown=0, not_found=0, stuck=1
+    )
     key = {"": "all", "STUCK": "stuck"}.get(status, status.lower())
     assert len(listed_ids(response)) == chip_counts(response)[key]
 
@@ -603,3 +614,13 @@ def test_the_nothing_changed_poll_costs_at_most_four_queries(
         response = operator_client.get(poll, **HTMX)
 
     assert response.status_code == 204
+
+
+def test_not_found_scans_have_their_own_chip_and_filter_apart_from_unknown(operator_client):
+    lost = make_scan(status="NOT-FOUND")
+    make_scan(status="UNKNOWN")
+
+    response = get_list(operator_client, "?status=NOT-FOUND")
+
+    assert (chip_counts(response)["not_found"], chip_counts(response)["unknown"]) == (1, 1)
+    assert listed_ids(response) == [lost.tracking_id]

@@ -7,7 +7,13 @@ from django import template
 
 register = template.Library()
 
-STATUS_CLASSES = {"PENDING": "pending", "IN-PROGRESS": "running", "SUCCESS": "success", "FAILED": "failed", "NOT-FOUND": "not-found"}
+STATUS_CLASSES = {
+    "PENDING": "pending",
+    "IN-PROGRESS": "running",
+    "SUCCESS": "success",
+    "FAILED": "failed",
+    "NOT-FOUND": "not-found",
+}
 
 
 @register.filter
