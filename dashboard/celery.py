@@ -29,3 +29,7 @@ def _schedule_refresh(sender: Celery, **kwargs) -> None:
         name="send alerts",
         expires=float(settings.REFRESH_INTERVAL_SECONDS),
     )
+    # Retention: bounded batches every hour; what one run leaves, the next continues.
+    sender.add_periodic_task(
+        3600.0, sender.signature("scans.tasks.purge_history"), name="purge history", expires=3600.0
+    )

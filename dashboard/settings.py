@@ -58,6 +58,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise (which serves its own pre-compressed files), before everything that writes the body: the
+    # live table compresses about 15:1. Django 4.2+ masks the length of gzip responses against BREACH.
+    "django.middleware.gzip.GZipMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -160,6 +163,12 @@ PROTECTO_MAX_RETRIES = env_int("PROTECTO_MAX_RETRIES", 3, minimum=0, maximum=10)
 PROTECTO_BACKOFF_SECONDS = env_float("PROTECTO_BACKOFF_SECONDS", 0.5)
 PROTECTO_TIMEZONE = env_timezone("PROTECTO_TIMEZONE", "UTC")
 REFRESH_INTERVAL_SECONDS = env_int("REFRESH_INTERVAL_SECONDS", 30, minimum=1, maximum=86400)
+# Adaptive polling: a scan unchanged for a while is checked less often, doubling every 5 min up to this.
+# Equal to REFRESH_INTERVAL_SECONDS checks every active scan every interval (see bench/adaptive_polling.py).
+REFRESH_MAX_INTERVAL_SECONDS = env_int("REFRESH_MAX_INTERVAL_SECONDS", 120, minimum=1, maximum=86400)
+# Batches claimed and not yet written back, at most (one Celery task each, shared by every worker): bounds the
+# concurrent requests to Protecto. Halved for a tick after a cycle with failed batches (429s, 5xx).
+REFRESH_MAX_BATCHES_IN_FLIGHT = env_int("REFRESH_MAX_BATCHES_IN_FLIGHT", 8, minimum=1, maximum=1000)
 # A cycle whose answers cover fewer of the IDs it asked for than this is "degraded", not "ok".
 REFRESH_MIN_COVERAGE_PERCENT = env_int("REFRESH_MIN_COVERAGE_PERCENT", 90, minimum=1, maximum=100)
 # An ID the API has not reported for this long becomes NOT FOUND: polled with backoff, alerted once.
@@ -175,6 +184,15 @@ DASHBOARD_POLL_SECONDS = env_int("DASHBOARD_POLL_SECONDS", 5, minimum=1, maximum
 # A scan waiting or running longer than this, by the API's own timestamps, counts as stuck.
 STUCK_PENDING_MINUTES = env_int("STUCK_PENDING_MINUTES", 30, minimum=1)
 STUCK_RUNNING_MINUTES = env_int("STUCK_RUNNING_MINUTES", 120, minimum=1)
+# Retention (scans/retention.py, run hourly by beat). Finished scans are archived this many days after they
+# ended (0 = never). History (status changes, refresh runs, alerts no longer waiting to be sent) older than
+# HISTORY_RETENTION_DAYS is deleted, in batches small enough never to hold long locks.
+ARCHIVE_FINISHED_AFTER_DAYS = env_int("ARCHIVE_FINISHED_AFTER_DAYS", 0, minimum=0, maximum=36500)
+# Off (0) by default: archived scans are kept. Set, a scan archived this many days ago is deleted with its history.
+DELETE_ARCHIVED_AFTER_DAYS = env_int("DELETE_ARCHIVED_AFTER_DAYS", 0, minimum=0, maximum=36500)
+HISTORY_RETENTION_DAYS = env_int("HISTORY_RETENTION_DAYS", 180, minimum=1, maximum=36500)
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 2000, minimum=1, maximum=50000)
+RETENTION_MAX_BATCHES = env_int("RETENTION_MAX_BATCHES", 50, minimum=1, maximum=100000)
 
 # --- Alerts and mail ----------------------------------------------------------------------------------------
 ALERT_EMAILS = env_list("ALERT_EMAILS")

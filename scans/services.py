@@ -162,6 +162,25 @@ def _send_task(name: str) -> bool:
     return True
 
 
+def scans_queue_refresh_batches(*, run_id: int, tokens: list[str], queue: str | None = None) -> int:
+    """Send one refresh_batch task per claimed batch (on `queue`, else the default); return how many were sent.
+
+    Called from a worker, so the app's own connection and retries are right here. A batch the broker would not
+    take is released at once (due again, polled by the next tick) rather than frozen until its lease runs out.
+    """
+    from scans import tasks
+
+    sent = 0
+    for token in tokens:
+        try:
+            tasks.refresh_batch.apply_async(args=[run_id, token], queue=queue)
+            sent += 1
+        except Exception:
+            logger.warning("could not queue refresh batch %s; released for the next tick", token, exc_info=True)
+            Scan.objects.filter(claim_token=token).update(claim_token="", next_check_at=timezone.now())
+    return sent
+
+
 def scans_archive(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
     """Stop tracking: archived scans leave the default list and are never polled. Return how many changed."""
     now = now or timezone.now()

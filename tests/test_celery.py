@@ -15,7 +15,7 @@ from django.utils import timezone
 from dashboard.celery import app
 from scans.models import RefreshRun, Scan
 from scans.services import scans_track
-from scans.tasks import refresh_due_scans, send_alerts
+from scans.tasks import purge_history, refresh_due_scans, send_alerts
 from tests.factories import make_scan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ def test_every_beat_entry_names_a_task_a_worker_has_registered():
     app.finalize()
     scheduled = sorted(entry["task"] for entry in app.conf.beat_schedule.values())
 
-    assert scheduled == sorted([refresh_due_scans.name, send_alerts.name])
+    assert scheduled == sorted([refresh_due_scans.name, send_alerts.name, purge_history.name])
     assert all(name in app.tasks for name in scheduled)
 
 

@@ -362,3 +362,57 @@ def test_the_refresh_asks_for_statuses_at_the_configured_path(simulator, protect
 
     assert (run.outcome, run.ids_answered) == (RefreshRun.Outcome.OK, 1)
     assert Scan.objects.get(tracking_id="scan-a").status == Scan.Status.SUCCESS
+
+
+def test_a_poll_that_changed_nothing_does_not_mark_the_scan_changed(simulator, protecto_settings):
+    # updated_at drives the live page's cheap "nothing changed": a poll with no news must leave it alone.
+    simulator.add_scan("scan-a", status="IN-PROGRESS")
+    track("scan-a")
+    refresh(T0)
+    first = Scan.objects.get(tracking_id="scan-a")
+
+    refresh(T0 + timedelta(seconds=30))
+
+    again = Scan.objects.get(tracking_id="scan-a")
+    assert again.updated_at == first.updated_at
+    assert (again.last_checked_at, again.last_reported_at) == (T0 + timedelta(seconds=30),) * 2
+    assert again.next_check_at > T0 + timedelta(seconds=30)
+    assert again.claim_token == ""
+
+
+def test_a_poll_that_clears_a_shown_error_marks_the_scan_changed(simulator, protecto_settings):
+    simulator.add_scan("scan-a", status="IN-PROGRESS")
+    track("scan-a")
+    refresh(T0)
+    Scan.objects.filter(tracking_id="scan-a").update(check_failures=2, last_check_error="timed out")
+    before = Scan.objects.get(tracking_id="scan-a").updated_at
+
+    refresh(T0 + timedelta(seconds=30))
+
+    scan = Scan.objects.get(tracking_id="scan-a")
+    assert (scan.check_failures, scan.last_check_error) == (0, "")
+    assert scan.updated_at > before
+
+
+@pytest.mark.parametrize("size", [10, 100])
+def test_a_batch_of_unchanged_scans_costs_at_most_four_statements(
+    simulator, protecto_settings, django_assert_max_num_queries, size
+):
+    from scans.refresh import refresh_dispatch, scans_refresh_batch
+
+    protecto_settings.PROTECTO_BATCH_SIZE = size
+    protecto_settings.REFRESH_MAX_BATCHES_IN_FLIGHT = 1
+    ids = [f"scan-{n:03d}" for n in range(size)]
+    for tracking_id in ids:
+        simulator.add_scan(tracking_id, status="IN-PROGRESS")
+    track(*ids)
+    refresh(T0)
+    at = T0 + timedelta(seconds=30)
+    dispatch = refresh_dispatch(now=at)
+
+    # Load the batch, one narrow UPDATE for all of it, the run's counts: the same at 10 and at 100 scans.
+    with django_assert_max_num_queries(4):
+        result = scans_refresh_batch(run_id=dispatch.run.pk, token=dispatch.tokens[0], now=at)
+
+    assert (result.asked, result.answered, result.changed) == (size, size, 0)
+    assert Scan.objects.filter(last_checked_at=at, claim_token="").count() == size

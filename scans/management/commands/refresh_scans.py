@@ -15,7 +15,10 @@ FAILING_OUTCOMES = (
 
 
 class Command(BaseCommand):
-    help = "Poll Protecto once, now, for every due non-final scan (the same code the Celery beat task runs)."
+    help = (
+        "Poll Protecto once, now, for every due non-final scan, in this process: the same claims and batches"
+        " the Celery workers run, one batch after another."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--all", action="store_true", help="poll every non-final scan, whatever its schedule")
