@@ -32,6 +32,7 @@ from bench.throwaway_db import create_postgres_database, drop_postgres_database 
 
 SCANS = 100_000
 RUNS = 20
+FILL_CHUNK = 50_000
 # (status, share of all scans)
 MIX = (("PENDING", 0.05), ("IN-PROGRESS", 0.05), ("SUCCESS", 0.75), ("FAILED", 0.12), ("UNKNOWN", 0.03))
 SOURCES = ("salesforce", "snowflake", "postgres", "s3", "bigquery", "sharepoint", "zendesk", "redshift")
@@ -64,6 +65,17 @@ def main() -> int:
     parser.add_argument(
         "--keep", metavar="DIR", help="use and keep DIR (not a temp dir); a database filled there before is reused"
     )
+    parser.add_argument(
+        "--postgres-db",
+        metavar="NAME",
+        help="with --postgres: use and keep database NAME (created if missing)",
+    )
+    parser.add_argument("--fill-only", action="store_true", help="fill the database, then stop")
+    parser.add_argument(
+        "--pages", action="store_true", help="issue 9's table: each page (counts cached and not) vs Django admin"
+    )
+    parser.add_argument("--migrate-back", metavar="NAME", help="first unapply the scans migrations after NAME")
+    parser.add_argument("--runs", type=int, default=RUNS, help=f"requests per case (default {RUNS})")
     args = parser.parse_args()
 
     var_dir = args.keep or tempfile.mkdtemp(prefix="dashboard-bench-")
@@ -74,7 +86,9 @@ def main() -> int:
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("DEBUG", None)
     database = None
-    if args.postgres:
+    if args.postgres and args.postgres_db:
+        os.environ["DATABASE_URL"] = _kept_postgres_database(args.postgres, args.postgres_db)
+    elif args.postgres:
         database = create_postgres_database(args.postgres, "dashboard_bench")
         os.environ["DATABASE_URL"] = database[1]
     try:
@@ -84,6 +98,16 @@ def main() -> int:
             drop_postgres_database(args.postgres, database[0])
         if not args.keep:
             shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def _kept_postgres_database(admin_url: str, name: str) -> str:
+    """The URL of database `name` next to `admin_url`, created empty if it does not exist yet."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
 
 
 def _run(args) -> int:
@@ -107,7 +131,11 @@ def _run(args) -> int:
 
     print(f"database: {connection.vendor} {connection.settings_dict['NAME']}")
     started = time.perf_counter()
+    if args.migrate_back:
+        call_command("migrate", "scans", args.migrate_back, verbosity=0)
+    migrating = time.perf_counter()
     call_command("migrate", verbosity=0)
+    print(f"migrated in {time.perf_counter() - migrating:.1f} s")
     if Scan.objects.exists():
         print(f"reusing the {Scan.objects.count()} scans already there")
     else:
@@ -116,7 +144,13 @@ def _run(args) -> int:
             f"filled in {time.perf_counter() - started:.1f} s: " + ", ".join(f"{k} {v}" for k, v in counts.items())
         )
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        # PostgreSQL: what autovacuum would have done by now (statistics, and the visibility map that lets
+        # counts read an index alone).
+        cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
+    if args.fill_only:
+        return 0
+    if args.pages:
+        return 0 if _measure_pages(runs=args.runs, explain=args.explain) else 1
 
     results = _measure(explain=args.explain)
     return 0 if results else 1
@@ -130,14 +164,22 @@ def _fill(total: int) -> dict[str, int]:
 
     rng = random.Random(20261128)
     now = timezone.now()
-    statuses = rng.choices([s for s, _ in MIX], weights=[w for _, w in MIX], k=total)
-    scans = [_scan(rng, now, status) for status in statuses]
-    Scan.objects.bulk_create(scans, batch_size=5000)
+    # In chunks, so a million scans never sit in memory at once.
+    for done in range(0, total, FILL_CHUNK):
+        size = min(FILL_CHUNK, total - done)
+        statuses = rng.choices([s for s, _ in MIX], weights=[w for _, w in MIX], k=size)
+        Scan.objects.bulk_create([_scan(rng, now, status) for status in statuses], batch_size=5000)
+        if total > FILL_CHUNK:
+            print(f"  {done + size} scans", flush=True)
 
-    # Transitions for a fifth of the scans: UNKNOWN -> PENDING -> IN-PROGRESS -> final, as the poller saw them.
+    # Transitions for a fifth of the scans (at most 20,000): UNKNOWN -> PENDING -> IN-PROGRESS -> final.
     changes = []
-    sample = Scan.objects.order_by("?").values_list("pk", "status", "created_at", "started_at", "ended_at")
-    for pk, status, created, started, ended in sample[: total // 5].iterator():
+    sample = Scan.objects.filter(pk__lte=5 * 20_000).values_list(
+        "pk", "status", "created_at", "started_at", "ended_at"
+    )
+    for pk, status, created, started, ended in sample.iterator():
+        if pk % 5:
+            continue
         steps = [("UNKNOWN", "PENDING", created)]
         if started:
             steps.append(("PENDING", "IN-PROGRESS", started + timedelta(seconds=rng.uniform(1, 30))))
@@ -352,6 +394,85 @@ def _check_targets(figures: dict, query_counts: dict[int, int]) -> bool:
     for text, ok, value in checks:
         print(f"  {'PASS' if ok else 'MISS'}  {text:<44} {value}")
     return all(ok for _, ok, _ in checks)
+
+
+PAGE_TARGET_MS = 200.0
+POLL_TARGET_MS = 10.0
+
+
+def _page_cases(version: str, id_fragment: str) -> list[tuple[str, str, str | None, int]]:
+    """(name, dashboard URL, the admin changelist URL doing the same or None, expected status)."""
+    admin = "/admin/scans/scan/"
+    deep = selectors_max_listed() // 50  # the last page the list reaches at 50 a page
+    return [
+        ("default list (table partial)", "/", admin, 200),
+        ("status filter (FAILED)", "/?status=FAILED", f"{admin}?status__exact=FAILED", 200),
+        (f"label search {SEARCH!r}", f"/?q={SEARCH}", f"{admin}?q={SEARCH}", 200),
+        (f"ID substring {id_fragment!r}", f"/?q={id_fragment}", f"{admin}?q={id_fragment}", 200),
+        ("failed & stuck first", "/?sort=problems", None, 200),
+        (f"deep page ({deep}, last reachable)", f"/?page={deep}", f"{admin}?p={deep - 1}", 200),
+        ("header", "/header/", None, 200),
+        ("unchanged poll", f"/?v={version}", None, 204),
+    ]
+
+
+def selectors_max_listed() -> int:
+    from scans import selectors
+
+    return selectors.MAX_LISTED
+
+
+def _median_ms(client, url: str, headers: dict, expected: int, runs: int, *, cold: bool) -> float:
+    """Median server time of `runs` requests after one warm-up; `cold` empties the cache before each one."""
+    from django.core.cache import cache
+
+    response = client.get(url, **headers)
+    assert response.status_code == expected, (url, response.status_code)
+    times = []
+    for _ in range(runs):
+        if cold:
+            cache.clear()  # as after a change: the counts and the 24 h figures are computed again
+        start = time.perf_counter()
+        response = client.get(url, **headers)
+        times.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == expected
+    return statistics.median(times)
+
+
+def _measure_pages(*, runs: int, explain: bool) -> bool:
+    """Issue 9's table: each page's median with the counts cached (polls, other users) and recomputed (after a
+    change), and Django admin's changelist on the same data; True when every page is under the target."""
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    from scans import selectors
+    from scans.models import Scan
+
+    operator, _ = User.objects.get_or_create(username="bench-operator")
+    operator.groups.add(Group.objects.get(name="Operators"))
+    boss, _ = User.objects.get_or_create(username="bench-admin", defaults={"is_staff": True, "is_superuser": True})
+    client, admin = Client(), Client()
+    client.force_login(operator)
+    admin.force_login(boss)
+    some_id = Scan.objects.order_by("-pk").values_list("tracking_id", flat=True)[Scan.objects.count() // 3]
+    fragment = some_id[9:15]
+    print(f"\n{runs} runs each after a warm-up; medians in ms, server time in-process (Client, no network)\n")
+    head = f"{'page':<34} {'cached':>8} {'uncached':>9} {'admin':>9} {'admin/ours':>11}  target"
+    print(head)
+    print("-" * len(head))
+    ok = True
+    for name, url, admin_url, expected in _page_cases(selectors.scans_version(), fragment):
+        cached = _median_ms(client, url, HTMX, expected, runs, cold=False)
+        uncached = cached if expected == 204 else _median_ms(client, url, HTMX, expected, runs, cold=True)
+        theirs = _median_ms(admin, admin_url, {}, 200, max(3, runs // 4), cold=False) if admin_url else None
+        target = POLL_TARGET_MS if expected == 204 else PAGE_TARGET_MS
+        met = max(cached, uncached) < target
+        ok &= met
+        shown = f"{theirs:>9.1f} {theirs / uncached:>10.1f}x" if theirs else f"{'-':>9} {'-':>11}"
+        print(f"{name:<34} {cached:>8.1f} {uncached:>9.1f} {shown}  {'PASS' if met else 'MISS'} < {target:.0f}")
+    if explain:
+        _partial_queries(client, explain=True)
+    return ok
 
 
 def _short(sql: str, width: int = 150) -> str:

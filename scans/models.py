@@ -179,21 +179,40 @@ class Scan(models.Model):
         indexes = [
             models.Index(fields=["updated_at"], name="scan_updated"),
             models.Index(fields=["data_source"], name="scan_source"),
-            models.Index(fields=["status", "-submitted_at"], name="scan_status_submitted"),
+            # A status chip in the list's default order, and the failed part of "failed & stuck first".
+            models.Index(
+                F("status"),
+                Coalesce("submitted_at", "created_at"),
+                F("id"),
+                name="scan_status_order",
+                condition=Q(archived_at__isnull=True),
+            ),
             # Covers the header's counts per status and its stuck count without reading the table.
             models.Index(
                 fields=["status", "submitted_at", "started_at"],
                 name="scan_tracked_status",
                 condition=Q(archived_at__isnull=True),
             ),
-            # varchar_pattern_ops lets PostgreSQL answer "tracking_id LIKE 'abc%'" from an index.
-            models.Index(fields=["tracking_id"], name="scan_tracking_prefix", opclasses=["varchar_pattern_ops"]),
+            # The stuck count's two halves (counted apart: an OR of both is read as a scan on both databases).
+            models.Index(
+                fields=["submitted_at"],
+                name="scan_pending_since",
+                condition=Q(status="PENDING", archived_at__isnull=True),
+            ),
+            models.Index(
+                fields=["started_at"],
+                name="scan_running_since",
+                condition=Q(status="IN-PROGRESS", archived_at__isnull=True),
+            ),
+            # No index of our own on tracking_id: unique=True gives one, and on PostgreSQL Django adds its
+            # varchar_pattern_ops twin for LIKE 'abc%'. Substring search has its own (scans/search.py).
             models.Index(fields=["-last_changed_at"], name="scan_last_changed"),
             models.Index(fields=["-created_at"], name="scan_created"),
             # The list's default order (newest submitted first, tracking start when unsubmitted) without a sort
             # of every row, and the header's "finished in the last 24 h" without a scan of every finished one.
             models.Index(Coalesce("submitted_at", "created_at"), F("id"), name="scan_submitted_or_created"),
-            models.Index(fields=["ended_at"], name="scan_ended"),
+            # With status and started_at in it, the header's 24 h figures read this index alone.
+            models.Index(fields=["ended_at", "status", "started_at"], name="scan_ended_covering"),
             models.Index(fields=["next_check_at"], name="scan_due", condition=Q(next_check_at__isnull=False)),
             models.Index(fields=["claim_token"], name="scan_claim", condition=~Q(claim_token="")),
         ]
@@ -255,6 +274,7 @@ class StatusChange(models.Model):
         ordering = ["observed_at", "pk"]
         indexes = [
             models.Index(fields=["scan", "observed_at"], name="change_scan_time"),
+            models.Index(fields=["observed_at"], name="change_observed"),  # retention's batches, by age
             models.Index(fields=["to_status", "-observed_at"], name="change_status_time"),
         ]
 
@@ -295,6 +315,9 @@ class RefreshRun(models.Model):
     api_calls = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0, help_text="Batches that failed.")
     write_failures = models.PositiveIntegerField(default=0, help_text="Scans whose answer could not be written.")
+    # Added up by each batch task, so the last one closes the run with the same outcome an in-process run gets.
+    batches_ok = models.PositiveIntegerField(default=0, help_text="Batches whose answer was written.")
+    ids_expected = models.PositiveIntegerField(default=0, help_text="IDs to be reported (not yet NOT FOUND).")
     # Bumped after every batch, so a long cycle that is still making progress is not taken for a dead poller.
     last_progress_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
@@ -458,3 +481,19 @@ class AlertSnooze(models.Model):
 
     def __str__(self) -> str:
         return f"snooze until {self.until:%Y-%m-%d %H:%M}"
+
+
+class ScanStatusTally(models.Model):
+    """How many scans are in each (status, tracked) pair, as +1/-1 rows summed on read.
+
+    Written only by database triggers on scans_scan (migration 0011): a scan inserted, deleted, or changing status
+    or archived-ness appends rows; nothing ever updates one, so concurrent refreshes never wait on a counter row.
+    scans.counts folds the rows into one per pair when they pile up.
+    """
+
+    status = models.CharField(max_length=16)
+    tracked = models.BooleanField()
+    delta = models.IntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.status} {'tracked' if self.tracked else 'archived'} {self.delta:+d}"

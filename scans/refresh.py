@@ -219,6 +219,8 @@ def _add_to_run(result: BatchResult) -> None:
         "api_calls": F("api_calls") + result.api_calls,
         "errors": F("errors") + int(result.failed),
         "write_failures": F("write_failures") + result.write_failures,
+        "batches_ok": F("batches_ok") + int(not result.failed),
+        "ids_expected": F("ids_expected") + result.expected,
         "last_progress_at": timezone.now(),
     }
     if result.errors:
@@ -261,7 +263,7 @@ def refresh_after_batch(*, result: BatchResult) -> Dispatch:
         return Dispatch(run=None)
     if result.token_refused:
         if run.outcome == RefreshRun.Outcome.RUNNING:
-            _close(run, _estimated_tally(run, token_refused=True))
+            _close(run, _tally_from_run(run, token_refused=True))
         return Dispatch(run=run)
     newest = not RefreshRun.objects.filter(pk__gt=run.pk).exists()
     young = timezone.now() - run.started_at < timedelta(seconds=CYCLE_DEADLINE_SECONDS)
@@ -297,20 +299,16 @@ class _Tally:
         run.api_calls += result.api_calls
         run.errors += result.failed
         run.write_failures += result.write_failures
+        run.batches_ok += not result.failed
+        run.ids_expected += result.expected
         run.error_text += "".join(f"{line}\n" for line in result.errors)
 
 
-def _estimated_tally(run: RefreshRun, *, token_refused: bool = False) -> _Tally:
-    """The tally from the run's counts alone, when its batches ran in workers.
-
-    Batches that failed are taken as full; IDs already NOT FOUND count as expected (a column per count would
-    make this exact).
-    """
-    some_ok = run.ids_answered > 0 or (run.ids_asked > 0 and not run.errors)
-    failed_ids = run.errors * settings.PROTECTO_BATCH_SIZE
+def _tally_from_run(run: RefreshRun, *, token_refused: bool = False) -> _Tally:
+    """The tally of a run whose batches ran in workers, from the counts each batch added to the run."""
     return _Tally(
-        batches_ok=int(some_ok),
-        expected=max(run.ids_answered, run.ids_asked - failed_ids),
+        batches_ok=run.batches_ok,
+        expected=run.ids_expected,
         reported=run.ids_answered,
         token_refused=token_refused,
     )
@@ -324,7 +322,7 @@ def refresh_finish(*, run_id: int) -> RefreshRun | None:
     if _run_tokens(run_id).exists():
         return None
     run = RefreshRun.objects.filter(pk=run_id, outcome=RefreshRun.Outcome.RUNNING).first()
-    return _close(run, _estimated_tally(run)) if run else None
+    return _close(run, _tally_from_run(run)) if run else None
 
 
 def _close(run: RefreshRun, tally: _Tally) -> RefreshRun | None:

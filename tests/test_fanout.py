@@ -100,6 +100,40 @@ def test_the_last_batch_closes_the_run_once_with_the_sum_of_its_batches(simulato
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("unknown_to_protecto", "outcome"), [(2, "ok"), (0, "ok")])
+def test_scans_already_not_found_do_not_make_a_worker_run_degraded(
+    simulator, protecto_settings, unknown_to_protecto, outcome
+):
+    # 8 answered of 10 asked is 80% coverage; but the 2 missing were NOT FOUND already, so nothing is missing.
+    track_active(simulator, 10 - unknown_to_protecto)
+    for n in range(unknown_to_protecto):
+        make_scan(tracking_id=f"lost-{n}", status="NOT-FOUND", next_check_at=timezone.now() - timedelta(seconds=1))
+        simulator.override_answer(f"lost-{n}", [])  # still unknown to Protecto
+    dispatch = refresh_dispatch()
+    for token in dispatch.tokens:
+        scans_refresh_batch(run_id=dispatch.run.pk, token=token)
+
+    run = refresh_finish(run_id=dispatch.run.pk)
+
+    assert (run.outcome, run.ids_asked, run.ids_answered) == (outcome, 10, 10 - unknown_to_protecto)
+    assert (run.batches_ok, run.ids_expected) == (1, 10 - unknown_to_protecto)
+
+
+@pytest.mark.django_db
+def test_a_worker_run_with_missing_answers_is_degraded_like_an_in_process_one(simulator, protecto_settings):
+    track_active(simulator, 10)
+    for tracking_id in ("fan-000", "fan-001"):
+        simulator.override_answer(tracking_id, [])  # not reported, and not NOT FOUND yet
+    dispatch = refresh_dispatch()
+    for token in dispatch.tokens:
+        scans_refresh_batch(run_id=dispatch.run.pk, token=token)
+
+    run = refresh_finish(run_id=dispatch.run.pk)
+
+    assert (run.outcome, run.ids_answered, run.ids_expected) == ("degraded", 8, 10)
+
+
+@pytest.mark.django_db
 def test_a_finished_batch_claims_the_next_while_its_run_is_the_newest(simulator, protecto_settings):
     protecto_settings.REFRESH_MAX_BATCHES_IN_FLIGHT = 1
     track_active(simulator, 15)

@@ -62,11 +62,12 @@ def _list_context(request: HttpRequest, form: ScanFilterForm) -> dict:
     query = request.GET.copy()
     for name in _TRANSIENT:
         query.pop(name, None)
+    listing = selectors.scan_list_for_dashboard(filters=filters, now=now)
     return {
         "filters": filters,
         "problems": form.problems,
-        "listing": selectors.scan_list_for_dashboard(filters=filters, now=now),
-        "version": selectors.scans_version(),
+        "listing": listing,
+        "version": listing.version,
         "chips": selectors.CHIPS,
         "query": query,
         "now": now,
