@@ -274,7 +274,7 @@ def _play(run: Run, simulator) -> None:
     simulator.configure(error_rate=_simulator_faults(run.args)["error_rate"])
     _bring_smtp_back(run, start)
     _cut_broker(run, start)
-    _wait(run, start, _settled, "every scan final, every alert sent and the recovery mailed")
+    _settled_for_good(run, start)
     if watcher:
         watcher.join(timeout=max(1.0, run.args.timeout - (time.monotonic() - start)))
     run.elapsed = time.monotonic() - start
@@ -353,11 +353,27 @@ def _refresh_runs() -> int:
 
 
 def _settled() -> bool:
-    from scans.models import Alert, Scan
+    """Every scan final, no cycle running, nothing waiting in the outbox, and the recovery mailed.
 
-    if Scan.objects.active().exists() or Alert.objects.filter(state=Alert.State.PENDING).exists():
+    A scan can turn final a moment before the alert check that follows its cycle has run, so the caller also asks
+    that this stays true over a few intervals (see _settled_for_good).
+    """
+    from scans.models import Alert, RefreshRun, Scan
+
+    if Scan.objects.active().exists() or RefreshRun.objects.filter(outcome=RefreshRun.Outcome.RUNNING).exists():
+        return False
+    if Alert.objects.filter(state=Alert.State.PENDING).exists():
         return False
     return Alert.objects.filter(kind=Alert.Kind.API_RECOVERED).exists()
+
+
+def _settled_for_good(run: Run, start: float) -> None:
+    """Wait until _settled() holds, and still holds three intervals later (alert checks run every interval)."""
+    while True:
+        _wait(run, start, _settled, "every scan final, every alert sent and the recovery mailed")
+        time.sleep(3 * INTERVAL_SECONDS)
+        if _settled():
+            return
 
 
 def _snapshot() -> str:
@@ -399,7 +415,7 @@ def _report(run: Run, simulator, ids: list[str]) -> bool:
     """Print the table and return whether every check passed."""
     from django.db.models import Count
 
-    from scans.models import RefreshRun, Scan, StatusChange
+    from scans.models import Alert, RefreshRun, Scan, StatusChange
 
     truth = {tracking_id: simulator.scan_status(tracking_id).strip().upper() for tracking_id in ids}
     stored = dict(Scan.objects.values_list("tracking_id", "status"))
@@ -430,6 +446,17 @@ def _report(run: Run, simulator, ids: list[str]) -> bool:
         ),
     }
     _print_table(run, checks, outcomes, by_kind)
+    misses = {tracking_id: n for tracking_id, n in per_failure.items() if n != 1}
+    if misses:
+        alerts = Counter(
+            Alert.objects.filter(scan__tracking_id__in=misses, kind=Alert.Kind.FAILED).values_list(
+                "state", flat=True
+            )
+        )
+        print(
+            f"failed scans not mailed exactly once (mails: count): {dict(Counter(misses.values()))}; "
+            f"their failure alerts by state: {dict(alerts)}; e.g. {sorted(misses)[:3]}"
+        )
     return all(ok for _, ok in checks.values())
 
 
