@@ -152,3 +152,15 @@ def _empty_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture
+def now(time_machine, settings):
+    """A frozen clock (on a whole second) and the stuck limits the list tests' thresholds are written for."""
+    from django.utils import timezone
+
+    settings.STUCK_PENDING_MINUTES = 30
+    settings.STUCK_RUNNING_MINUTES = 120
+    frozen = timezone.now().replace(microsecond=0)
+    time_machine.move_to(frozen, tick=False)
+    return frozen

@@ -83,3 +83,14 @@ def scan_poll_url(response: HttpResponse) -> str:
 def has_scan_poller(response: HttpResponse) -> bool:
     """Whether the scan page still polls (it stops once nothing about the scan can change)."""
     return parse_html(response).select_one(_SCAN_POLLER) is not None
+
+
+# The header htmx sends with every request it makes: views answer these with a fragment.
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def get_list(client, query: str = "", **headers) -> HttpResponse:
+    """GET the list with a query string ("?status=...") or a whole URL from the page ("/?...&v=...")."""
+    response = client.get(query if query.startswith("/") else f"/{query}", **headers)
+    assert response.status_code == 200
+    return response

@@ -11,8 +11,10 @@ from scans.models import Scan
 from scans.services import scans_set_label
 from tests.factories import make_refresh_run, make_scan
 from tests.helpers import (
+    HTMX,
     chip_counts,
     current_chip,
+    get_list,
     header_poll_url,
     listed_ids,
     page_text,
@@ -22,26 +24,8 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-HTMX = {"HTTP_HX_REQUEST": "true"}
 FULL_ID = "47882682-9f38-4f45-afec-daadaa1b230b"
 OTHER_ID = "5c1e9d0a-1b2c-4d3e-8f40-123456789abc"
-
-
-@pytest.fixture
-def now(time_machine, settings):
-    """A frozen clock (on a whole second) and the stuck limits this file's thresholds are written for."""
-    settings.STUCK_PENDING_MINUTES = 30
-    settings.STUCK_RUNNING_MINUTES = 120
-    frozen = timezone.now().replace(microsecond=0)
-    time_machine.move_to(frozen, tick=False)
-    return frozen
-
-
-def get_list(client, query: str = "", **headers):
-    """GET the list with a query string ("?status=...") or a whole URL from the page ("/?...&v=...")."""
-    response = client.get(query if query.startswith("/") else f"/{query}", **headers)
-    assert response.status_code == 200
-    return response
 
 
 # --- Status chips ------------------------------------------------------------------------------------------

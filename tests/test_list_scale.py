@@ -15,26 +15,9 @@ from scans.models import Scan, ScanStatusTally, stuck_condition
 from scans.search import FTS_TABLE, sqlite_has_trigram
 from scans.selectors import ScanFilters
 from tests.factories import make_scan
-from tests.helpers import chip_counts, listed_ids, parse_html
+from tests.helpers import HTMX, chip_counts, get_list, listed_ids, parse_html
 
 pytestmark = pytest.mark.django_db
-
-HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def now(time_machine, settings):
-    settings.STUCK_PENDING_MINUTES = 30
-    settings.STUCK_RUNNING_MINUTES = 120
-    frozen = timezone.now().replace(microsecond=0)
-    time_machine.move_to(frozen, tick=False)
-    return frozen
-
-
-def get_list(client, query: str = "", **headers):
-    response = client.get(f"/{query}", **headers)
-    assert response.status_code == 200
-    return response
 
 
 def _scans(count: int, now, prefix: str = "row", **fields) -> list[str]:

@@ -9,11 +9,10 @@ from django.utils import timezone
 from scans.models import Scan, StatusChange
 from scans.refresh import scans_refresh_due
 from tests.factories import make_scan
-from tests.helpers import has_scan_poller, listed_ids, page_text, parse_html, scan_poll_url
+from tests.helpers import HTMX, has_scan_poller, listed_ids, page_text, parse_html, scan_poll_url
 
 pytestmark = pytest.mark.django_db
 
-HTMX = {"HTTP_HX_REQUEST": "true"}
 SCAN_ID = "354d2d30-178a-4220-9ce5-97908aa5713015052025072328"
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 

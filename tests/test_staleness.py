@@ -12,12 +12,11 @@ from scans.poller_health import poller_health
 from scans.refresh import scans_refresh_due
 from scans.services import scans_track
 from tests.factories import make_refresh_run, make_scan
-from tests.helpers import header_poll_url, page_text, parse_html
+from tests.helpers import HTMX, header_poll_url, page_text, parse_html
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-HTMX = {"HTTP_HX_REQUEST": "true"}
 STALE_SUBJECT = "[Scan dashboard STALE] not refreshed for 1 min"
 RESUMED_SUBJECT = "[Scan dashboard refreshing again] scan statuses are current"
 
