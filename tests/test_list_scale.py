@@ -6,6 +6,7 @@ import gzip
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -298,6 +299,22 @@ def test_a_tally_emptied_before_its_scans_were_deleted_is_recounted():
     make_scan("t-3", status=Scan.Status.SUCCESS)
 
     assert _tally() == {"all": 2, "failed": 1, "success": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flushed_database_counts_a_new_scan_once(monkeypatch):
+    sql_flush = connection.ops.sql_flush
+
+    def tally_first(*args, **kwargs) -> list[str]:  # SQLite's flush deletes tables in a set's (random) order
+        tally = ScanStatusTally._meta.db_table
+        return sorted(sql_flush(*args, **kwargs), key=lambda statement: tally not in statement)
+
+    monkeypatch.setattr(connection.ops, "sql_flush", tally_first)
+    make_scan("f-1", status=Scan.Status.FAILED)
+    call_command("flush", interactive=False, verbosity=0)
+    make_scan("f-2", status=Scan.Status.FAILED)
+
+    assert _tally() == {"all": 1, "failed": 1}
 
 
 # --- The header's 24 h figures, summed and ranked by the database --------------------------------------------
