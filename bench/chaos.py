@@ -299,10 +299,10 @@ def _bring_smtp_back(run: Run, start: float) -> None:
 
 def _kill_workers_mid_batch(run: Run, start: float) -> threading.Thread:
     """SIGKILL every worker while a batch is claimed, start new ones; a thread times how long the batch waits."""
-    from scans.models import Scan
+    from scans.models import ScanPoll
 
-    _wait(run, start, lambda: Scan.objects.exclude(claim_token="").exists(), "a claimed batch")
-    killed_tokens = set(Scan.objects.exclude(claim_token="").values_list("claim_token", flat=True))
+    _wait(run, start, lambda: ScanPoll.objects.exclude(claim_token="").exists(), "a claimed batch")
+    killed_tokens = set(ScanPoll.objects.exclude(claim_token="").values_list("claim_token", flat=True))
     killed_at = time.monotonic()
     for worker in run.workers:
         os.killpg(worker.pid, signal.SIGKILL)
@@ -314,7 +314,7 @@ def _kill_workers_mid_batch(run: Run, start: float) -> threading.Thread:
         from django.db import connection
 
         try:
-            while Scan.objects.filter(claim_token__in=killed_tokens).exists():
+            while ScanPoll.objects.filter(claim_token__in=killed_tokens).exists():
                 if time.monotonic() - start > run.args.timeout:
                     return
                 time.sleep(0.2)

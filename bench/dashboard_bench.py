@@ -275,10 +275,8 @@ def _scan(rng: random.Random, now: datetime, status: str):
         data_source=source,
         object_path=path,
         last_raw_answer=_answer(tracking_id, raw_status, (submitted, started, ended), error),
-        created_at=created,
-        last_checked_at=checked,
+        created_at=created,  # also the first check of the poll row the database adds: final ones get none
         last_changed_at=ended or started or created,
-        next_check_at=None if final or archived else now + timedelta(seconds=rng.uniform(0, 30)),
         archived_at=archived,
         updated_at=checked,
     )

@@ -47,7 +47,7 @@ LIFETIME_HOURS = 1.0
 INTERVAL_SECONDS = 30
 CHUNK = 20_000
 STUCK_SHARE = 0.01
-TABLES = ("scans_scan", "scans_statuschange", "scans_alert", "scans_refreshrun")
+TABLES = ("scans_scan", "scans_scanpoll", "scans_statuschange", "scans_alert", "scans_refreshrun")
 
 
 def main() -> int:

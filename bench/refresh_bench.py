@@ -10,9 +10,10 @@ start time, so that share of each poll is news and the rest is unchanged. Worker
 each) poll; no beat runs: this script sends each tick itself once every scan is due.
 
 Printed: scans polled per second with one worker, then with two (same run, same data), and the ratio two/one;
-WAL bytes per cycle (pg_current_wal_lsn: cluster-wide, so other work on the same server adds to it); the scans
-table's total size after each cycle of unchanged polls; and the milliseconds of database work for one batch of
-unchanged scans (claim, load, write, run counts; the HTTP request excluded), median of --db-batches.
+WAL bytes per cycle (pg_current_wal_lsn: cluster-wide, so other work on the same server adds to it); the total
+size of the scans table and of the poll table (scans_scanpoll) after each cycle of unchanged polls; and the
+milliseconds and SQL statements of database work for one batch of unchanged scans (claim, load, write, run
+counts; the HTTP request excluded), median of --db-batches.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def wait_until_all_due() -> None:
 
     from scans.models import Scan
 
-    latest = Scan.objects.active().aggregate(latest=Max("next_check_at"))["latest"]
+    latest = Scan.objects.active().aggregate(latest=Max("poll__next_check_at"))["latest"]
     if latest:
         time.sleep(max(0.0, (latest - timezone.now()).total_seconds() + 0.5))
 
@@ -143,21 +144,22 @@ def wal_lsn() -> int:
         return int(cursor.fetchone()[0])
 
 
-def table_bytes() -> int:
+def table_bytes(table: str) -> int:
+    """The table's size with its indexes and TOAST."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_total_relation_size('scans_scan')")
+        cursor.execute("SELECT pg_total_relation_size(%s)", [table])
         return int(cursor.fetchone()[0])
 
 
-def row_updates() -> tuple[int, int]:
-    """(row updates, of which HOT) on the scans table so far: this database only, unlike the WAL position."""
+def row_updates(table: str) -> tuple[int, int]:
+    """(row updates, of which HOT) on the table so far: this database only, unlike the WAL position."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scans_scan'")
+        cursor.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = %s", [table])
         updated, hot = cursor.fetchone()
         return int(updated), int(hot)
 
@@ -168,7 +170,9 @@ def cycle(label: str) -> dict:
     from scans.models import RefreshRun
 
     wait_until_all_due()
-    wal_before, size_before, updates_before = wal_lsn(), table_bytes(), row_updates()
+    wal_before = wal_lsn()
+    size_before, poll_before = table_bytes("scans_scan"), table_bytes("scans_scanpoll")
+    updates_before = row_updates("scans_scan")
     last = RefreshRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     started = time.monotonic()
     app.send_task("scans.tasks.refresh_due_scans")
@@ -187,23 +191,30 @@ def cycle(label: str) -> dict:
         "per_second": asked / seconds,
         "wal": wal_lsn() - wal_before,
         "size_before": size_before,
-        "size_after": table_bytes(),
+        "size_after": table_bytes("scans_scan"),
+        "poll_before": poll_before,
+        "poll_after": table_bytes("scans_scanpoll"),
         "outcomes": list(runs.values_list("outcome", flat=True)),
     }
     time.sleep(1)  # table statistics are reported by each backend when it goes idle
-    updated, hot = (after - before for after, before in zip(row_updates(), updates_before, strict=True))
+    after = row_updates("scans_scan")
+    updated, hot = (now - before for now, before in zip(after, updates_before, strict=True))
     print(
         f"{label:<22} polled {asked:>7} (changed {result['changed']:>6}) in {seconds:6.1f} s = "
         f"{result['per_second']:7.0f} scans/s; WAL {result['wal'] / 1e6:7.1f} MB; "
-        f"scans table {size_before / 1e6:6.1f} -> {result['size_after'] / 1e6:6.1f} MB; "
-        f"row updates {updated} ({hot} HOT); runs {result['outcomes']}",
+        f"scans table {size_before / 1e6:6.1f} -> {result['size_after'] / 1e6:6.1f} MB, "
+        f"{updated} row updates ({hot} HOT); poll table {poll_before / 1e6:5.1f} -> "
+        f"{result['poll_after'] / 1e6:5.1f} MB; runs {result['outcomes']}",
         flush=True,
     )
     return result
 
 
-def db_ms_per_unchanged_batch(count: int) -> tuple[float, float]:
-    """Median ms of database work for one batch of unchanged scans: (claim, load + write + run counts)."""
+def db_ms_per_unchanged_batch(count: int) -> tuple[float, float, int]:
+    """Median ms of database work for one batch of unchanged scans: (claim, load + write + run counts), and the
+    median number of SQL statements of the second part."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
     from scans import refresh
@@ -214,21 +225,23 @@ def db_ms_per_unchanged_batch(count: int) -> tuple[float, float]:
     client = refresh.worker_client()
     run = RefreshRun.objects.create()
     lease = refresh.claim_lease(client)
-    claims, writes = [], []
+    claims, writes, statements = [], [], []
     for _ in range(count):
         now = timezone.now()
         began = time.perf_counter()
         token, _claimed = refresh._claim_batch(run_id=run.pk, now=now, size=client.batch_size, lease=lease)
         claims.append(time.perf_counter() - began)
-        ids = list(Scan.objects.filter(claim_token=token).values_list("tracking_id", flat=True))
+        ids = list(Scan.objects.filter(poll__claim_token=token).values_list("tracking_id", flat=True))
         reports = client.fetch_status_batch(ids)  # not timed: the API's share
-        began = time.perf_counter()
-        scans = list(Scan.objects.filter(claim_token=token).order_by("pk"))
-        written = write_batch(token=token, scans=scans, reports=reports, now=now)
-        refresh._add_to_run(refresh.BatchResult(run_id=run.pk, token=token, asked=len(scans)))
-        writes.append(time.perf_counter() - began)
+        with CaptureQueriesContext(connection) as queries:
+            began = time.perf_counter()
+            scans = list(Scan.objects.filter(poll__claim_token=token).select_related("poll").order_by("pk"))
+            written = write_batch(token=token, scans=scans, reports=reports, now=now)
+            refresh._add_to_run(refresh.BatchResult(run_id=run.pk, token=token, asked=len(scans)))
+            writes.append(time.perf_counter() - began)
+        statements.append(len(queries))
         assert not written.plan.changed, "the timed batches must be unchanged"
-    return statistics.median(claims) * 1000, statistics.median(writes) * 1000
+    return statistics.median(claims) * 1000, statistics.median(writes) * 1000, int(statistics.median(statements))
 
 
 def main() -> int:
@@ -264,7 +277,7 @@ def main() -> int:
         unchanged = [cycle(f"unchanged cycle {n}") for n in range(1, args.unchanged_cycles + 1)]
         while workers:
             stop_worker(workers.pop())
-        claim_ms, write_ms = db_ms_per_unchanged_batch(args.db_batches)
+        claim_ms, write_ms, statements = db_ms_per_unchanged_batch(args.db_batches)
         print()
         print(
             f"scans polled per second: one worker {one['per_second']:.0f}, two workers {two['per_second']:.0f}, "
@@ -273,7 +286,8 @@ def main() -> int:
         print(f"all {two['asked']} polled by two workers in {two['seconds']:.1f} s (interval {args.interval} s)")
         print(
             f"DB work per batch of {args.batch_size} unchanged scans: claim {claim_ms:.1f} ms + load/write/"
-            f"counts {write_ms:.1f} ms = {claim_ms + write_ms:.1f} ms (median of {args.db_batches})"
+            f"counts {write_ms:.1f} ms = {claim_ms + write_ms:.1f} ms (median of {args.db_batches}); "
+            f"SQL statements for load/write/counts: {statements}"
         )
         print(
             "WAL per cycle (MB): "
@@ -281,6 +295,8 @@ def main() -> int:
         )
         sizes = [unchanged[0]["size_before"], *(c["size_after"] for c in unchanged)]
         print("scans table across unchanged cycles (MB): " + " -> ".join(f"{s / 1e6:.1f}" for s in sizes))
+        polls = [unchanged[0]["poll_before"], *(c["poll_after"] for c in unchanged)]
+        print("poll table across unchanged cycles (MB): " + " -> ".join(f"{s / 1e6:.1f}" for s in polls))
     finally:
         for worker in workers:
             os.killpg(worker.pid, signal.SIGKILL)

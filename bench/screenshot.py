@@ -127,7 +127,7 @@ def _seed(rng: random.Random) -> None:
     """About 60 scans over the last 24 h in every status, with their transitions and the poller's runs."""
     from django.utils import timezone
 
-    from scans.models import Scan, StatusChange
+    from scans.models import Scan, ScanPoll, StatusChange
 
     now = timezone.now()
     plans = (
@@ -149,7 +149,7 @@ def _seed(rng: random.Random) -> None:
             object_path=path,
             status=status,
         )
-        changes = _timeline(scan, twist, now, rng)
+        changes, checked_at, next_check_at = _timeline(scan, twist, now, rng)
         if status == "FAILED":
             scan.error_message = rng.choice(ERRORS).format(source=source, path=path)
         scan.raw_status = {"UNKNOWN": "QUEUED_FOR_RETRY" if twist == "odd status" else ""}.get(status, status)
@@ -159,8 +159,9 @@ def _seed(rng: random.Random) -> None:
         if twist == "archived":
             scan.archived_at = scan.ended_at + timedelta(minutes=rng.randint(5, 90))
         scan.last_raw_answer = None if twist == "unanswered" else _raw_answer(scan)
-        scan.updated_at = max(scan.last_checked_at or scan.created_at, scan.archived_at or scan.created_at)
+        scan.updated_at = max(checked_at or scan.created_at, scan.archived_at or scan.created_at)
         scan.save()
+        ScanPoll.objects.filter(scan=scan).update(last_checked_at=checked_at, next_check_at=next_check_at)
         StatusChange.objects.bulk_create(
             StatusChange(scan=scan, from_status=old, to_status=new, raw_status=scan.raw_status, observed_at=at)
             for old, new, at in changes
@@ -174,8 +175,11 @@ def _tracking_id(rng: random.Random, n: int) -> str:
     return base + f"{rng.randint(1, 28):02d}112026{rng.randint(0, 235959):06d}" if n % 5 == 3 else base
 
 
-def _timeline(scan, twist: str | None, now: datetime, rng: random.Random) -> list[tuple[str, str, datetime]]:
-    """Fill the scan's API times and tracking fields; return the transitions the poller would have seen."""
+def _timeline(
+    scan, twist: str | None, now: datetime, rng: random.Random
+) -> tuple[list[tuple[str, str, datetime]], datetime | None, datetime | None]:
+    """Fill the scan's API times and tracking fields; return the transitions the poller would have seen, and the
+    poll row's last and next check."""
     poll = timedelta(seconds=30)
     if scan.status == "PENDING":
         waiting = timedelta(minutes=47) if twist == "stuck" else timedelta(seconds=rng.randint(20, 900))
@@ -205,11 +209,10 @@ def _timeline(scan, twist: str | None, now: datetime, rng: random.Random) -> lis
             changes.append(("IN-PROGRESS", scan.status, scan.ended_at + _within(poll, rng)))
     final = scan.status in ("SUCCESS", "FAILED")
     scan.last_changed_at = changes[-1][2] if changes else None
-    scan.last_checked_at = changes[-1][2] if final else now - _within(poll, rng)
+    checked_at = changes[-1][2] if final else now - _within(poll, rng)
     if twist == "unanswered":
-        scan.last_checked_at = None
-    scan.next_check_at = None if final else now + _within(poll, rng)
-    return changes
+        checked_at = None
+    return changes, checked_at, None if final else now + _within(poll, rng)
 
 
 def _within(span: timedelta, rng: random.Random) -> timedelta:

@@ -38,7 +38,8 @@ class StatusChangeInline(admin.TabularInline):
 
 @admin.register(Scan)
 class ScanAdmin(HostileInputSafeAdmin):
-    list_display = ("tracking_id", "label", "status", "submitted_at", "ended_at", "last_checked_at", "archived_at")
+    list_display = ("tracking_id", "label", "status", "submitted_at", "ended_at", "last_checked", "archived_at")
+    list_select_related = ("poll",)
     list_filter = ("status", "data_source", "archived_at")
     search_fields = ("tracking_id", "label")
     date_hierarchy = "created_at"
@@ -48,11 +49,15 @@ class ScanAdmin(HostileInputSafeAdmin):
     readonly_fields = (
         *Scan.ANSWER_FIELDS,
         "created_at",
-        "last_checked_at",
+        "last_checked",
         "last_changed_at",
         "last_check_error",
         "check_failures",
     )
+
+    @admin.display(description="Last checked", ordering="poll__last_checked_at")
+    def last_checked(self, scan: Scan):
+        return scan.poll.last_checked_at if hasattr(scan, "poll") else None
 
     def get_readonly_fields(self, request, obj=None):
         # The tracking ID is chosen once, when the scan is added.

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from protecto import ProtectoAuthError, ProtectoClient, ProtectoError
 from scans.heartbeat import heartbeat_ping
-from scans.models import RefreshRun, Scan
+from scans.models import RefreshRun, Scan, ScanPoll, due_cutoff
 from scans.refresh_write import release_failed, write_batch
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,8 @@ def claim_lease(client: ProtectoClient) -> timedelta:
 
 
 def _run_tokens(run_id: int):
-    """The scans that still hold a claim of this run (its tokens start with the run's id)."""
-    return Scan.objects.filter(claim_token__startswith=f"{run_id}-")
+    """The poll rows that still hold a claim of this run (its tokens start with the run's id)."""
+    return ScanPoll.objects.filter(claim_token__startswith=f"{run_id}-")
 
 
 def _claim_batch(*, run_id: int, now: datetime, size: int, lease: timedelta) -> tuple[str, int] | None:
@@ -102,7 +102,7 @@ def _claim_batch(*, run_id: int, now: datetime, size: int, lease: timedelta) -> 
     caller looks again, since more may be due behind them.
     """
     due = Scan.objects.due(now)
-    candidates = list(due.order_by("next_check_at", "pk").values_list("pk", flat=True)[:size])
+    candidates = list(due.order_by("poll__next_check_at", "pk").values_list("pk", flat=True)[:size])
     if not candidates:
         return None
     token = f"{run_id}-{uuid.uuid4().hex[:20]}"
@@ -110,13 +110,15 @@ def _claim_batch(*, run_id: int, now: datetime, size: int, lease: timedelta) -> 
     # (A cycle run for a time ahead of the clock, as a backfill or a test may, leases from its own time.)
     held_until = max(timezone.now(), now) + lease
     # Conditional update: a concurrent refresh that claimed a row first has moved its next_check_at past now,
-    # so the row no longer matches here and stays with that refresh. A claim shows nothing new: plain update().
-    return token, due.filter(pk__in=candidates).update(next_check_at=held_until, claim_token=token)
+    # so the row no longer matches here and stays with that refresh; a scan that turned final meanwhile has no
+    # next check. Only the narrow poll rows are written.
+    still_due = ScanPoll.objects.filter(scan_id__in=candidates, next_check_at__lte=due_cutoff(now))
+    return token, still_due.update(next_check_at=held_until, claim_token=token)
 
 
 def batches_in_flight(*, now: datetime) -> int:
     """Batches claimed and not yet written back: the distinct claim tokens whose lease has not run out."""
-    held = Scan.objects.exclude(claim_token="").filter(next_check_at__gt=now)
+    held = ScanPoll.objects.exclude(claim_token="").filter(next_check_at__gt=now)
     return held.values("claim_token").distinct().count()
 
 
@@ -170,7 +172,7 @@ def scans_refresh_batch(
     """Ask Protecto for the scans still holding `token`, write the answer back, add the counts to the run."""
     now = now or timezone.now()
     result = BatchResult(run_id=run_id, token=token)
-    scans = list(Scan.objects.filter(claim_token=token).order_by("pk"))
+    scans = list(Scan.objects.filter(poll__claim_token=token).select_related("poll").order_by("pk"))
     if scans:
         _poll(result, scans, client or worker_client(), now=now)
     _add_to_run(result)
@@ -394,7 +396,7 @@ def scans_refresh_due(
     close_abandoned_runs(now=now, lease=lease)
     run = RefreshRun.objects.create(started_at=now)
     if ignore_schedule:
-        Scan.objects.active().filter(claim_token="").update(next_check_at=now)
+        ScanPoll.objects.filter(scan__in=Scan.objects.active(), claim_token="").update(next_check_at=now)
     tally = _Tally()
     try:
         _poll_inline(run=run, client=client, now=now, lease=lease, tally=tally)

@@ -1,9 +1,10 @@
 """Writing one batch's answer back: judge each scan's answer, then write only what changed.
 
-A scan whose visible data changed gets the full write (its answer fields, bookkeeping, updated_at) and a
+A scan whose visible data changed gets the full write (its answer fields, updated_at, its poll row) and a
 StatusChange if its status moved. A scan answered without change gets one set-based UPDATE for the whole batch
-that touches only the poll bookkeeping (last checked, last reported, next check, claim) and leaves updated_at
-alone: updated_at tells open pages that something changed, and a poll that changed nothing must not say so.
+of its narrow poll row alone (last checked, last reported, next check, claim: scans.models.ScanPoll): the wide
+scan row, its indexes and updated_at stay as they are. updated_at tells open pages that something changed, and a
+poll that changed nothing must not say so.
 A batch whose write the database refuses is written again scan by scan, so one bad row costs one scan.
 """
 
@@ -20,7 +21,7 @@ from django.db.models import F
 from protecto import ProtectoError, ScanReport
 from protecto.errors import one_line
 from scans.judgement import group_by_id, judge_answer, redact, warning_line
-from scans.models import Scan, StatusChange
+from scans.models import Scan, ScanPoll, StatusChange
 from scans.schedule import next_check_delay
 
 logger = logging.getLogger(__name__)
@@ -92,37 +93,39 @@ def _plan_reported(plan: _BatchPlan, scan: Scan, items: list[ScanReport], *, now
         logger.warning("answer for %s not applied as sent: %s", scan.tracking_id, scan.answer_warning)
     plan.answers_changed += answer_changed
     _note_transition(plan, scan, old_status, now=now)
-    scan.last_checked_at = now
-    scan.last_reported_at = now
     scan.last_check_error = ""
     scan.check_failures = 0
-    scan.claim_token = ""
-    scan.next_check_at = None if scan.is_final else now + _interval()
+    poll = scan.poll
+    poll.last_checked_at = now
+    poll.last_reported_at = now
+    poll.claim_token = ""
+    poll.next_check_at = None if scan.is_final else now + _interval()
     plan.changed.append(scan)
 
 
 def _plan_unreported(plan: _BatchPlan, scan: Scan, *, now: datetime) -> None:
     """An ID the answer left out: due again next interval, or NOT FOUND once unreported for long enough."""
-    since = scan.last_reported_at or scan.created_at
+    poll = scan.poll
+    since = poll.last_reported_at or scan.created_at
     if scan.status == Scan.Status.NOT_FOUND:
         scan.check_failures += 1
-        scan.next_check_at = now + _not_found_backoff(scan.check_failures)
+        poll.next_check_at = now + _not_found_backoff(scan.check_failures)
     elif now - since >= timedelta(hours=settings.NOT_FOUND_AFTER_HOURS):
         plan.missing += 1
         old_status, scan.status = scan.status, Scan.Status.NOT_FOUND
         _note_transition(plan, scan, old_status, now=now)
         scan.check_failures = 0
-        scan.next_check_at = now + _not_found_backoff(0)
+        poll.next_check_at = now + _not_found_backoff(0)
     else:
         plan.missing += 1
         plan.unreported.append(scan.pk)
         return
-    shown = "it was tracked" if scan.last_reported_at is None else f"{since.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    shown = "it was tracked" if poll.last_reported_at is None else f"{since.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     scan.last_check_error = (
         f"Protecto has not reported this ID since {shown} (NOT FOUND after {settings.NOT_FOUND_AFTER_HOURS:g} h);"
         " checked with backoff in case it appears"
     )
-    scan.claim_token = ""
+    poll.claim_token = ""
     plan.changed.append(scan)
 
 
@@ -140,12 +143,9 @@ def _note_transition(plan: _BatchPlan, scan: Scan, old_status: str, *, now: date
         scan.last_changed_at = now
 
 
-# What a refresh writes back on a scan with per-row news.
-_WRITTEN_FIELDS = [
-    *Scan.ANSWER_FIELDS,
-    *("last_changed_at", "last_checked_at", "last_check_error", "check_failures", "claim_token", "next_check_at"),
-    *("last_reported_at", "answer_warning"),
-]
+# What a refresh writes back on a scan with per-row news, and on its poll row.
+_WRITTEN_FIELDS = [*Scan.ANSWER_FIELDS, "last_changed_at", "last_check_error", "check_failures", "answer_warning"]
+_POLL_FIELDS = ["last_checked_at", "last_reported_at", "claim_token", "next_check_at"]
 
 
 @dataclass
@@ -180,37 +180,39 @@ def _write_rows(*, token: str, scans: list[Scan], transitions: list[StatusChange
     """Write the per-row news of the scans this refresh still holds; return how many it held."""
     # Only rows this refresh still holds are written: a refresh whose lease ran out must not write stale news.
     pks = [scan.pk for scan in scans]
-    held = set(Scan.objects.select_for_update().filter(claim_token=token, pk__in=pks).values_list("pk", flat=True))
-    Scan.objects.write_each([scan for scan in scans if scan.pk in held], _WRITTEN_FIELDS)
+    held_rows = ScanPoll.objects.select_for_update().filter(claim_token=token, scan_id__in=pks)
+    held = set(held_rows.values_list("scan_id", flat=True))
+    written = [scan for scan in scans if scan.pk in held]
+    Scan.objects.write_each(written, _WRITTEN_FIELDS)
+    ScanPoll.objects.bulk_update([scan.poll for scan in written], _POLL_FIELDS, batch_size=1000)
     StatusChange.objects.bulk_create([change for change in transitions if change.scan.pk in held])
     return len(held)
 
 
 def _write_constant(*, token: str, plan: _BatchPlan, now: datetime) -> int:
     """Write the scans whose news is the same for all: answered without change, and not reported (yet)."""
-    mine = Scan.objects.filter(claim_token=token)
+    mine = ScanPoll.objects.filter(claim_token=token)
     next_check = now + _interval()
-    # Poll bookkeeping only, in one set-based UPDATE: no updated_at (nothing a page shows changed), and no
-    # indexed column but the two the refresh needs (next check, claim), so PostgreSQL can keep the update HOT.
+    # The narrow poll rows only, one set-based UPDATE per next-check delay: the scan rows and their updated_at
+    # stay untouched (nothing a page shows changed).
     written = 0
     for delay, pks in _grouped_by_delay(plan.unchanged, plan.unchanged_delays).items():
-        written += mine.filter(pk__in=pks).update(
+        written += mine.filter(scan_id__in=pks).update(
             last_checked_at=now, last_reported_at=now, claim_token="", next_check_at=now + delay
         )
     if plan.recovered:
-        # Just recovered from an error: back to every interval, like any change.
-        written += mine.filter(pk__in=plan.recovered).write(
-            last_checked_at=now,
-            last_reported_at=now,
-            last_check_error="",
-            check_failures=0,
-            claim_token="",
-            next_check_at=next_check,
+        # Just recovered from an error: the error goes from the page, and back to every interval, like any change.
+        Scan.objects.filter(pk__in=plan.recovered, poll__claim_token=token).write(
+            last_check_error="", check_failures=0
+        )
+        written += mine.filter(scan_id__in=plan.recovered).update(
+            last_checked_at=now, last_reported_at=now, claim_token="", next_check_at=next_check
         )
     if plan.unreported:
-        written += mine.filter(pk__in=plan.unreported).write(
-            last_check_error="Not reported in Protecto's last answer", claim_token="", next_check_at=next_check
+        Scan.objects.filter(pk__in=plan.unreported, poll__claim_token=token).write(
+            last_check_error="Not reported in Protecto's last answer"
         )
+        written += mine.filter(scan_id__in=plan.unreported).update(claim_token="", next_check_at=next_check)
     return written
 
 
@@ -249,11 +251,10 @@ def _record_write_failure(*, token: str, scan: Scan, error: DatabaseError, now: 
     logger.warning("scan %s: %s", scan.tracking_id, reason)
     try:
         with transaction.atomic():
-            Scan.objects.filter(pk=scan.pk, claim_token=token).write(
-                claim_token="",
-                last_check_error=reason,
-                check_failures=F("check_failures") + 1,
-                next_check_at=now + _interval(),
+            mine = Scan.objects.filter(pk=scan.pk, poll__claim_token=token)
+            mine.write(last_check_error=reason, check_failures=F("check_failures") + 1)
+            ScanPoll.objects.filter(scan_id=scan.pk, claim_token=token).update(
+                claim_token="", next_check_at=now + _interval()
             )
     except DatabaseError:
         logger.exception("could not record the write failure of scan %s", scan.tracking_id)
@@ -262,9 +263,8 @@ def _record_write_failure(*, token: str, scan: Scan, error: DatabaseError, now: 
 
 def release_failed(*, token: str, error: ProtectoError, now: datetime) -> None:
     """Give back a batch whose request failed: statuses untouched, next try after one interval."""
-    Scan.objects.filter(claim_token=token).write(
-        claim_token="",
-        last_check_error=str(error)[:1000],
-        check_failures=F("check_failures") + 1,
-        next_check_at=now + _interval(),
-    )
+    with transaction.atomic():
+        Scan.objects.filter(poll__claim_token=token).write(
+            last_check_error=str(error)[:1000], check_failures=F("check_failures") + 1
+        )
+        ScanPoll.objects.filter(claim_token=token).update(claim_token="", next_check_at=now + _interval())

@@ -258,7 +258,6 @@ LIST_COLUMNS = (
     "label",
     "data_source",
     "created_at",
-    "last_checked_at",
     "last_changed_at",
     "last_check_error",
     "archived_at",
@@ -288,6 +287,8 @@ def scan_list_for_dashboard(*, filters: ScanFilters, now: datetime) -> ScanListP
     version = scans_version()
     counts = scan_list_counts(filters=filters, now=now, version=version)
     matching = _with_status(scans_matching(filters=filters), filters.status, now).only(*LIST_COLUMNS)
+    # The poll row's last check, joined by primary key for the page's rows only (scan.checked_at).
+    matching = matching.annotate(checked_at=F("poll__last_checked_at"))
     total = counts[_chip(filters.status)]
     if filters.sort == PROBLEMS_FIRST:
         rows = _problems_first(matching, filters, counts, now)
@@ -306,7 +307,7 @@ def scans_version() -> str:
 
 def scan_by_tracking_id(tracking_id: str) -> Scan | None:
     """The scan with this tracking ID, or None."""
-    return Scan.objects.filter(tracking_id=tracking_id).first()
+    return Scan.objects.filter(tracking_id=tracking_id).select_related("poll").first()
 
 
 DATA_SOURCES_CACHE_SECONDS = 60

@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from scans.models import Scan, tracking_id_problem
+from scans.models import Scan, ScanPoll, tracking_id_problem
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ def scans_track(*, ids: Iterable[str], label: str = "", now: datetime | None = N
             Scan(
                 tracking_id=tracking_id,
                 label=label.strip()[:200],
-                created_at=now,
-                next_check_at=now,
+                created_at=now,  # also its first check, on the poll row the database adds (scans.models.ScanPoll)
                 updated_at=now,
             )
             for tracking_id in new
@@ -109,7 +108,8 @@ def scans_refresh_now(*, scan_ids: Iterable[int], now: datetime | None = None) -
     broker that cannot take the message leaves the scans due for the next scheduled cycle.
     """
     now = now or timezone.now()
-    count = Scan.objects.active().filter(pk__in=list(scan_ids), claim_token="").write(next_check_at=now)
+    wanted = Scan.objects.active().filter(pk__in=list(scan_ids))
+    count = ScanPoll.objects.filter(scan__in=wanted, claim_token="").update(next_check_at=now)
     return RefreshRequest(count=count, queue=scans_request_refresh() if count else QueueRequest())
 
 
@@ -177,27 +177,27 @@ def scans_queue_refresh_batches(*, run_id: int, tokens: list[str], queue: str | 
             sent += 1
         except Exception:
             logger.warning("could not queue refresh batch %s; released for the next tick", token, exc_info=True)
-            Scan.objects.filter(claim_token=token).update(claim_token="", next_check_at=timezone.now())
+            ScanPoll.objects.filter(claim_token=token).update(claim_token="", next_check_at=timezone.now())
     return sent
 
 
 def scans_archive(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
     """Stop tracking: archived scans leave the default list and are never polled. Return how many changed."""
     now = now or timezone.now()
-    return (
-        Scan.objects.tracked()
-        .filter(pk__in=list(scan_ids))
-        .write(archived_at=now, next_check_at=None, claim_token="")
-    )
+    with transaction.atomic():
+        archived = list(Scan.objects.tracked().filter(pk__in=list(scan_ids)).values_list("pk", flat=True))
+        ScanPoll.objects.filter(scan__in=archived).update(next_check_at=None, claim_token="")
+        return Scan.objects.filter(pk__in=archived).write(archived_at=now)
 
 
 def scans_restore(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
     """Track archived scans again; the non-final ones are polled at the next refresh. Return how many."""
     now = now or timezone.now()
     archived = Scan.objects.archived().filter(pk__in=list(scan_ids))
-    restored = archived.finished().write(archived_at=None)
-    # What was not final is polled at the next refresh.
-    return restored + archived.write(archived_at=None, next_check_at=now)
+    with transaction.atomic():
+        # What was not final is polled at the next refresh.
+        ScanPoll.objects.filter(scan__in=archived.exclude(status__in=Scan.TERMINAL)).update(next_check_at=now)
+        return archived.write(archived_at=None)
 
 
 def scans_set_label(*, scan_ids: Iterable[int], label: str) -> int:

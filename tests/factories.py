@@ -9,14 +9,25 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.utils import timezone
 
-from scans.models import RefreshRun, Scan
+from scans.models import RefreshRun, Scan, ScanPoll
 
 _serial = itertools.count(1)
 
 
+POLL_FIELDS = ("next_check_at", "claim_token", "last_checked_at", "last_reported_at")
+
+
 def make_scan(tracking_id: str | None = None, **fields: object) -> Scan:
-    """A tracked scan; its tracking ID is unique (and contains no search-worthy text) unless one is given."""
-    return Scan.objects.create(tracking_id=tracking_id or f"scan-{next(_serial):05d}", **fields)
+    """A tracked scan; its tracking ID is unique (and contains no search-worthy text) unless one is given.
+
+    Poll fields (next_check_at, claim_token, last_checked_at, last_reported_at) go on the poll row the database
+    inserts with the scan.
+    """
+    poll = {name: fields.pop(name) for name in POLL_FIELDS if name in fields}
+    scan = Scan.objects.create(tracking_id=tracking_id or f"scan-{next(_serial):05d}", **fields)
+    if poll:
+        ScanPoll.objects.filter(scan=scan).update(**poll)
+    return Scan.objects.select_related("poll").get(pk=scan.pk)
 
 
 def make_refreshed_scan(

@@ -135,7 +135,7 @@ def test_a_refresh_request_never_waits_on_a_dead_broker(operator_page, broker_th
 
     assert took < 1.5
     due_later.refresh_from_db()
-    assert due_later.next_check_at <= timezone.now()  # the action took effect: the next cycle polls it
+    assert due_later.poll.next_check_at <= timezone.now()  # the action took effect: the next cycle polls it
     assert QUEUE_UNREACHABLE in page_text(response)
 
 
@@ -168,7 +168,7 @@ def test_adding_scans_while_the_broker_hangs_says_they_wait_for_the_next_cycle(
 
     assert time.monotonic() - start < 1.5
     assert "queued for the next refresh cycle (the task queue is unreachable right now)" in page_text(response)
-    assert Scan.objects.get(tracking_id="new-while-down").next_check_at <= timezone.now()
+    assert Scan.objects.get(tracking_id="new-while-down").poll.next_check_at <= timezone.now()
 
 
 @pytest.mark.redis
@@ -185,7 +185,7 @@ def test_a_bulk_refresh_while_the_broker_hangs_makes_the_scans_due_and_says_so(
 
     assert time.monotonic() - start < 1.5
     assert QUEUE_UNREACHABLE in page_text(response)
-    assert Scan.objects.filter(next_check_at__lte=timezone.now()).count() == 2
+    assert Scan.objects.filter(poll__next_check_at__lte=timezone.now()).count() == 2
 
 
 @pytest.mark.redis

@@ -31,7 +31,7 @@ def scan() -> Scan:
 
 def state() -> list[tuple]:
     """Everything an action could change, to prove a refused one changed nothing."""
-    scans = Scan.objects.order_by("pk").values_list("tracking_id", "label", "archived_at", "next_check_at")
+    scans = Scan.objects.order_by("pk").values_list("tracking_id", "label", "archived_at", "poll__next_check_at")
     return [*scans, *AlertMute.objects.values_list("scan_id", "label")]
 
 
@@ -115,8 +115,8 @@ def test_an_operator_sees_the_controls(operator_client, scan):
 @pytest.mark.parametrize(
     ("action", "changed"),
     [
-        ("refresh", lambda scan: scan.next_check_at <= timezone.now()),
-        ("archive", lambda scan: scan.archived_at is not None and scan.next_check_at is None),
+        ("refresh", lambda scan: scan.poll.next_check_at <= timezone.now()),
+        ("archive", lambda scan: scan.archived_at is not None and scan.poll.next_check_at is None),
         ("label", lambda scan: scan.label == "changed"),
     ],
 )

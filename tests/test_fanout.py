@@ -15,7 +15,7 @@ import pytest
 from celery import Celery
 from django.utils import timezone
 
-from scans.models import RefreshRun, Scan
+from scans.models import RefreshRun, Scan, ScanPoll
 from scans.refresh import (
     batches_allowed,
     batches_in_flight,
@@ -49,7 +49,7 @@ def test_a_tick_claims_batches_up_to_the_in_flight_bound_and_no_more(simulator, 
     second = refresh_dispatch()
 
     assert len(first.tokens) == 2
-    assert Scan.objects.exclude(claim_token="").count() == 20  # two batches of 10
+    assert Scan.objects.exclude(poll__claim_token="").count() == 20  # two batches of 10
     assert all(token.startswith(f"{first.run.pk}-") for token in first.tokens)
     assert batches_in_flight(now=timezone.now()) == 2
     # At the bound the tick opens no run: the first run's batches go on claiming as they finish.
@@ -142,7 +142,7 @@ def test_a_finished_batch_claims_the_next_while_its_run_is_the_newest(simulator,
     follow = refresh_after_batch(result=scans_refresh_batch(run_id=dispatch.run.pk, token=dispatch.tokens[0]))
 
     assert len(follow.tokens) == 1
-    assert Scan.objects.filter(claim_token=follow.tokens[0]).count() == 5
+    assert Scan.objects.filter(poll__claim_token=follow.tokens[0]).count() == 5
     assert refresh_finish(run_id=dispatch.run.pk) is None  # its follow-up batch is still claimed
 
 
@@ -154,7 +154,7 @@ def test_a_run_claims_only_what_was_due_at_its_tick(simulator, protecto_settings
     dispatch = refresh_dispatch()
     now = timezone.now()
     RefreshRun.objects.filter(pk=dispatch.run.pk).update(started_at=now - timedelta(minutes=2))
-    Scan.objects.filter(claim_token="").update(next_check_at=now - timedelta(minutes=1))
+    ScanPoll.objects.filter(claim_token="").update(next_check_at=now - timedelta(minutes=1))
 
     follow = refresh_after_batch(result=scans_refresh_batch(run_id=dispatch.run.pk, token=dispatch.tokens[0]))
 

@@ -40,9 +40,9 @@ def test_first_answer_records_status_times_and_one_transition(simulator, protect
     scan = Scan.objects.get(tracking_id="scan-a")
     assert scan.status == Scan.Status.IN_PROGRESS
     assert scan.queue_wait == timedelta(minutes=6)
-    assert scan.last_checked_at == T0
+    assert scan.poll.last_checked_at == T0
     assert scan.last_changed_at == T0
-    assert scan.next_check_at == T0 + timedelta(seconds=30)
+    assert scan.poll.next_check_at == T0 + timedelta(seconds=30)
     assert list(StatusChange.objects.values_list("from_status", "to_status")) == [("UNKNOWN", "IN-PROGRESS")]
     assert (run.outcome, run.ids_asked, run.ids_answered, run.changed, run.api_calls) == ("ok", 1, 1, 1, 1)
 
@@ -88,7 +88,7 @@ def test_terminal_scans_are_never_polled_again(simulator, protecto_settings):
     asked = [tracking_id for batch in simulator.status_requests for tracking_id in batch]
     assert asked == ["running", "running"]
     assert (later.ids_asked, everything.ids_asked) == (1, 1)
-    assert Scan.objects.get(tracking_id="done-ok").next_check_at is None
+    assert Scan.objects.get(tracking_id="done-ok").poll.next_check_at is None
     assert Scan.objects.get(tracking_id="done-bad").error_message == "Permission denied"
 
 
@@ -145,7 +145,7 @@ def test_a_malformed_answer_changes_nothing_and_the_next_cycle_recovers(simulato
     assert "JSON" in broken.error_text
     assert scan.status == Scan.Status.PENDING
     assert "JSON" in scan.last_check_error
-    assert scan.next_check_at == T0 + timedelta(seconds=60)
+    assert scan.poll.next_check_at == T0 + timedelta(seconds=60)
 
     simulator.configure(malformed_rate=0.0)
     recovered = refresh(T0 + timedelta(seconds=60))
@@ -153,7 +153,7 @@ def test_a_malformed_answer_changes_nothing_and_the_next_cycle_recovers(simulato
     scan.refresh_from_db()
     assert recovered.outcome == RefreshRun.Outcome.OK
     assert (scan.status, scan.error_message, scan.last_check_error) == ("FAILED", "Schema changed during scan", "")
-    assert scan.next_check_at is None
+    assert scan.poll.next_check_at is None
 
 
 def test_one_failed_batch_does_not_stop_the_others(simulator, protecto_settings):
@@ -183,7 +183,7 @@ def test_a_down_api_stops_the_cycle_after_three_failed_batches(simulator, protec
     assert (run.ids_asked, run.errors, run.api_calls) == (30, 3, 6)
     assert "3 failed batches in a row" in run.error_text
     # The 30 scans not asked keep their schedule: they are due again at the next cycle, not pushed back.
-    assert Scan.objects.filter(check_failures=0, next_check_at__lte=T0).count() == 30
+    assert Scan.objects.filter(check_failures=0, poll__next_check_at__lte=T0).count() == 30
 
 
 def test_an_id_the_answer_leaves_out_stays_as_it_was(simulator, protecto_settings):
@@ -194,9 +194,9 @@ def test_an_id_the_answer_leaves_out_stays_as_it_was(simulator, protecto_setting
 
     scan = Scan.objects.get(tracking_id="vanished")
     assert scan.status == Scan.Status.UNKNOWN
-    assert scan.last_checked_at is None
+    assert scan.poll.last_checked_at is None
     assert "Not reported" in scan.last_check_error
-    assert scan.next_check_at == T0 + timedelta(seconds=30)
+    assert scan.poll.next_check_at == T0 + timedelta(seconds=30)
     assert Scan.objects.get(tracking_id="known").status == Scan.Status.PENDING
 
 
@@ -215,7 +215,7 @@ def test_a_known_value_is_never_overwritten_with_a_blank(simulator, protecto_set
 
     scan = Scan.objects.get(tracking_id="scan-a")
     assert scan.submitted_at == submitted
-    assert scan.last_checked_at == T0 + timedelta(seconds=30)
+    assert scan.poll.last_checked_at == T0 + timedelta(seconds=30)
 
 
 def test_an_unknown_status_value_is_kept_raw(simulator, protecto_settings):
@@ -226,7 +226,7 @@ def test_an_unknown_status_value_is_kept_raw(simulator, protecto_settings):
 
     scan = Scan.objects.get(tracking_id="scan-a")
     assert (scan.status, scan.raw_status) == ("UNKNOWN", "QUEUED_FOR_RETRY")
-    assert scan.next_check_at is not None
+    assert scan.poll.next_check_at is not None
 
 
 def test_a_refused_token_is_recorded_and_changes_nothing(simulator, protecto_settings):
@@ -272,8 +272,8 @@ def test_queries_per_batch_do_not_grow_with_the_batch_size(
         )
     track(*ids)
 
-    # One full batch: run start, claim (3), write (6 with savepoints), run finish and pruning.
-    with django_assert_max_num_queries(14):
+    # One full batch: run start, claim (3), write (7 with savepoints: scans, their poll rows, changes), run finish.
+    with django_assert_max_num_queries(15):
         run = refresh()
 
     assert run.changed == size
@@ -375,9 +375,9 @@ def test_a_poll_that_changed_nothing_does_not_mark_the_scan_changed(simulator, p
 
     again = Scan.objects.get(tracking_id="scan-a")
     assert again.updated_at == first.updated_at
-    assert (again.last_checked_at, again.last_reported_at) == (T0 + timedelta(seconds=30),) * 2
-    assert again.next_check_at > T0 + timedelta(seconds=30)
-    assert again.claim_token == ""
+    assert (again.poll.last_checked_at, again.poll.last_reported_at) == (T0 + timedelta(seconds=30),) * 2
+    assert again.poll.next_check_at > T0 + timedelta(seconds=30)
+    assert again.poll.claim_token == ""
 
 
 def test_a_poll_that_clears_a_shown_error_marks_the_scan_changed(simulator, protecto_settings):
@@ -415,4 +415,4 @@ def test_a_batch_of_unchanged_scans_costs_at_most_four_statements(
         result = scans_refresh_batch(run_id=dispatch.run.pk, token=dispatch.tokens[0], now=at)
 
     assert (result.asked, result.answered, result.changed) == (size, size, 0)
-    assert Scan.objects.filter(last_checked_at=at, claim_token="").count() == size
+    assert Scan.objects.filter(poll__last_checked_at=at, poll__claim_token="").count() == size

@@ -124,7 +124,7 @@ def test_an_id_never_reported_for_the_configured_hours_becomes_not_found(simulat
     assert found.status == Scan.Status.NOT_FOUND
     assert steps() == [("UNKNOWN", "NOT-FOUND")]
     assert "has not reported this ID since it was tracked" in found.last_check_error
-    assert found.next_check_at == at(24 * 60) + timedelta(seconds=30)
+    assert found.poll.next_check_at == at(24 * 60) + timedelta(seconds=30)
 
 
 def test_an_id_counts_from_its_last_report_and_keeps_what_it_knew_until_then(simulator, protecto_settings):
@@ -132,7 +132,7 @@ def test_an_id_counts_from_its_last_report_and_keeps_what_it_knew_until_then(sim
     track("scan-a")
     answer(simulator, "scan-a", item("scan-a", "IN-PROGRESS", submitted=-10, started=-5))
     refresh(T0)
-    assert scan().last_reported_at == T0
+    assert scan().poll.last_reported_at == T0
     answer(simulator, "scan-a")
 
     refresh(at(24 * 60 - 1))
@@ -142,7 +142,7 @@ def test_an_id_counts_from_its_last_report_and_keeps_what_it_knew_until_then(sim
     found = scan()
     assert found.status == Scan.Status.NOT_FOUND
     assert found.started_at == at(-5)
-    assert found.last_reported_at == T0
+    assert found.poll.last_reported_at == T0
     assert "since 2026-11-28 09:00 UTC" in found.last_check_error
     assert steps() == [("UNKNOWN", "IN-PROGRESS"), ("IN-PROGRESS", "NOT-FOUND")]
 
@@ -157,7 +157,7 @@ def test_a_not_found_id_is_polled_with_doubling_backoff_up_to_an_hour(simulator,
     gaps = []
 
     for _ in range(9):
-        due = scan().next_check_at
+        due = scan().poll.next_check_at
         gaps.append((due - when).total_seconds())
         # A cycle before it is due does not ask for it.
         assert refresh(due - timedelta(seconds=10)).ids_asked == 0
@@ -180,8 +180,8 @@ def test_a_not_found_id_reported_again_takes_the_reported_status(simulator, prot
 
     back = scan()
     assert back.status == Scan.Status.IN_PROGRESS
-    assert (back.last_check_error, back.check_failures, back.last_reported_at) == ("", 0, at(61.5))
-    assert back.next_check_at == at(61.5) + timedelta(seconds=30)
+    assert (back.last_check_error, back.check_failures, back.poll.last_reported_at) == ("", 0, at(61.5))
+    assert back.poll.next_check_at == at(61.5) + timedelta(seconds=30)
     assert steps() == [("UNKNOWN", "NOT-FOUND"), ("NOT-FOUND", "IN-PROGRESS")]
 
 
@@ -210,10 +210,10 @@ def test_a_stale_pending_after_in_progress_is_not_applied_and_is_recorded(simula
     refresh(at(0.5))
 
     kept = scan()
-    assert (kept.status, kept.started_at, kept.next_check_at) == ("IN-PROGRESS", at(-5), at(1))
+    assert (kept.status, kept.started_at, kept.poll.next_check_at) == ("IN-PROGRESS", at(-5), at(1))
     assert "ignored PENDING after IN-PROGRESS" in kept.answer_warning
     assert kept.answer_warning.startswith("2026-11-28 09:00 UTC:")
-    assert (kept.last_checked_at, kept.last_reported_at) == (at(0.5), at(0.5))
+    assert (kept.poll.last_checked_at, kept.poll.last_reported_at) == (at(0.5), at(0.5))
     assert steps() == [("UNKNOWN", "IN-PROGRESS")]
 
 
@@ -264,7 +264,7 @@ def test_a_stray_failed_beside_a_newer_in_progress_does_not_finalise_the_scan(
 
     kept = scan()
     assert (kept.status, kept.started_at, kept.error_message) == ("IN-PROGRESS", at(-4), "")
-    assert kept.next_check_at == at(1)  # still polled
+    assert kept.poll.next_check_at == at(1)  # still polled
     assert "ID listed 2 times" in kept.answer_warning
     assert "kept IN-PROGRESS" in kept.answer_warning
     assert steps() == [("UNKNOWN", "IN-PROGRESS")]
@@ -470,10 +470,10 @@ def test_a_row_the_database_refuses_costs_that_scan_alone(simulator, protecto_se
         "UNKNOWN-TO-US",
     )
     refused = scan("scan-b")
-    assert (refused.status, refused.object_path, refused.claim_token) == ("UNKNOWN", "", "")
+    assert (refused.status, refused.object_path, refused.poll.claim_token) == ("UNKNOWN", "", "")
     assert refused.last_check_error.startswith("Could not save Protecto's answer:")
     assert "row refused" in refused.last_check_error
-    assert (refused.check_failures, refused.next_check_at) == (1, at(0.5))
+    assert (refused.check_failures, refused.poll.next_check_at) == (1, at(0.5))
     assert steps("scan-b") == []
 
 
@@ -486,7 +486,7 @@ def test_a_batch_none_of_whose_scans_could_be_written_is_a_failed_cycle(
     run = refresh()
 
     assert (run.outcome, run.write_failures, run.errors) == ("failed", 1, 1)
-    assert scan("scan-b").next_check_at == at(0.5)
+    assert scan("scan-b").poll.next_check_at == at(0.5)
 
 
 # --- bounded and redacted -------------------------------------------------------------------------------------
@@ -567,7 +567,8 @@ def test_queries_per_judged_batch_do_not_grow_with_the_batch_size(
         later = {"same": "IN-PROGRESS", "back": "PENDING"}.get(kind)
         answer(simulator, tracking_id, *([item(tracking_id, later, submitted=-9, started=-5)] if later else []))
 
-    with django_assert_max_num_queries(16):
+    # Scans and their poll rows are written apart: the changed ones in two bulk updates, the unreported in two.
+    with django_assert_max_num_queries(18):
         run = refresh(at(1))
 
     assert run.ids_asked == size

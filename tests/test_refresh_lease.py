@@ -71,12 +71,13 @@ def test_a_claim_lease_runs_from_the_claim_not_from_the_cycle_start(simulator, p
     before_claim = timezone.now()
 
     thread, failures = in_background(now=cycle_start)
-    claimed = wait_for(lambda: Scan.objects.exclude(claim_token="").filter(tracking_id="scan-a").first())
+    held = Scan.objects.select_related("poll").exclude(poll__claim_token="")
+    claimed = wait_for(lambda: held.filter(tracking_id="scan-a").first())
     seen = timezone.now()
     thread.join(timeout=30)
 
     assert not failures
-    assert before_claim + lease <= claimed.next_check_at <= seen + lease
+    assert before_claim + lease <= claimed.poll.next_check_at <= seen + lease
     assert Scan.objects.get(tracking_id="scan-a").status == Scan.Status.PENDING  # then written and released
 
 

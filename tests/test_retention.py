@@ -266,7 +266,7 @@ def test_finished_scans_are_archived_after_the_set_days_and_nothing_else(setting
     assert fresh_done.tracking_id not in archived and running.tracking_id not in archived
     old_done.refresh_from_db()
     # Through the model's write(): open pages learn of it, and it is never polled.
-    assert old_done.archived_at == NOW and old_done.updated_at > before and old_done.next_check_at is None
+    assert old_done.archived_at == NOW and old_done.updated_at > before and old_done.poll.next_check_at is None
 
 
 def test_archived_scans_are_kept_with_their_timelines_until_the_history_retention(settings):

@@ -226,7 +226,7 @@ def test_refresh_now_makes_the_scan_due_and_the_queued_refresh_polls_the_api(
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = operator_client.post(f"/scans/{SCAN_ID}/refresh/")
-        due = Scan.objects.get().next_check_at
+        due = Scan.objects.get().poll.next_check_at
         assert before <= due <= timezone.now()  # due now, not in an hour
         assert simulator.status_requests == []  # the request itself never waits for the API
 
@@ -236,7 +236,7 @@ def test_refresh_now_makes_the_scan_due_and_the_queued_refresh_polls_the_api(
     scan = Scan.objects.get()
     assert scan.status == Scan.Status.FAILED
     assert scan.error_message == "Quota exceeded for tenant: 500000 samples per day"
-    assert scan.next_check_at is None  # final now: never polled again
+    assert scan.poll.next_check_at is None  # final now: never polled again
     assert "Refresh requested." in page_text(operator_client.get(response["Location"]))
 
 
@@ -247,7 +247,7 @@ def test_refresh_now_on_a_final_scan_queues_nothing(
         response = operator_client.post(f"/scans/{SCAN_ID}/refresh/", follow=True)
 
     assert callbacks == []
-    assert Scan.objects.get().next_check_at is None
+    assert Scan.objects.get().poll.next_check_at is None
     assert "This scan is final or archived: there is nothing to refresh." in page_text(response)
 
 
@@ -289,7 +289,7 @@ def test_archiving_takes_the_scan_off_the_list_and_out_of_every_refresh(
     response = operator_client.post(f"/scans/{SCAN_ID}/archive/", follow=True)
 
     scan = Scan.objects.get()
-    assert scan.archived_at is not None and scan.next_check_at is None
+    assert scan.archived_at is not None and scan.poll.next_check_at is None
     assert "Archived: this scan is no longer polled." in page_text(response)
     assert "Archived: not polled." in page_text(response)
     assert listed_ids(operator_client.get("/")) == []
@@ -309,7 +309,7 @@ def test_restoring_brings_an_unfinished_scan_back_and_due_for_a_refresh(operator
 
     scan = Scan.objects.get()
     assert scan.archived_at is None
-    assert before <= scan.next_check_at <= timezone.now()
+    assert before <= scan.poll.next_check_at <= timezone.now()
     assert "Restored: this scan is tracked again." in page_text(response)
     assert listed_ids(operator_client.get("/")) == [SCAN_ID]
 
@@ -320,7 +320,7 @@ def test_restoring_a_final_scan_does_not_poll_it_again(operator_client, failed_s
     operator_client.post(f"/scans/{SCAN_ID}/restore/")
 
     scan = Scan.objects.get()
-    assert scan.archived_at is None and scan.next_check_at is None
+    assert scan.archived_at is None and scan.poll.next_check_at is None
 
 
 def test_an_action_returns_to_the_page_it_came_from_but_never_to_another_site(operator_client, failed_scan):

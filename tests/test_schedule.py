@@ -57,5 +57,5 @@ def test_a_refresh_checks_a_long_unchanged_scan_later_and_a_changed_one_at_the_i
 
     scans_refresh_due(now=NOW, ignore_schedule=True)  # nothing changed for either
 
-    next_checks = dict(Scan.objects.values_list("tracking_id", "next_check_at"))
+    next_checks = dict(Scan.objects.values_list("tracking_id", "poll__next_check_at"))
     assert next_checks == {"quiet": NOW + timedelta(seconds=240), "fresh": NOW + timedelta(seconds=30)}

@@ -94,7 +94,7 @@ def test_new_scans_start_unknown_and_due_at_once():
     scan = Scan.objects.get(tracking_id=UUID_ID)
     assert result.added == [UUID_ID]
     assert scan.status == Scan.Status.UNKNOWN
-    assert scan.next_check_at is not None and scan.next_check_at <= scan.created_at
+    assert scan.poll.next_check_at is not None and scan.poll.next_check_at <= scan.created_at
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Scans tracked by ops staff, the transitions observed on each, and the poller's own runs."""
+"""Scans tracked by ops staff, their poll bookkeeping, the transitions observed on each, and their tally."""
 
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def stuck_condition(now: datetime) -> Q:
     )
 
 
+def due_cutoff(now: datetime) -> datetime:
+    """A scan whose next check is at or before this is due at `now`.
+
+    A scan checked one interval ago is due at this tick even if the tick fires a moment early: without the grace,
+    beat's jitter would skip it to the tick after and double its check interval.
+    """
+    return now + timedelta(seconds=min(5.0, settings.REFRESH_INTERVAL_SECONDS / 5))
+
+
 class ScanQuerySet(models.QuerySet):
     """The domain's vocabulary for sets of scans: every layer asks these instead of spelling the filters."""
 
@@ -77,13 +86,8 @@ class ScanQuerySet(models.QuerySet):
         return self.filter(status__in=Scan.TERMINAL)
 
     def due(self, now: datetime) -> ScanQuerySet:
-        """Active scans whose next check has come.
-
-        A scan checked one interval ago is due at this tick even if the tick fires a moment early: without the
-        grace, beat's jitter would skip it to the tick after and double its check interval.
-        """
-        grace = timedelta(seconds=min(5.0, settings.REFRESH_INTERVAL_SECONDS / 5))
-        return self.active().filter(next_check_at__lte=now + grace)
+        """Active scans whose next check has come (see due_cutoff)."""
+        return self.active().filter(poll__next_check_at__lte=due_cutoff(now))
 
     def stuck(self, now: datetime) -> ScanQuerySet:
         """Scans past the stuck limits (see stuck_condition)."""
@@ -154,19 +158,14 @@ class Scan(models.Model):
     last_raw_answer = models.JSONField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, help_text="When tracking began.")
-    last_checked_at = models.DateTimeField(null=True, blank=True)
     last_changed_at = models.DateTimeField(null=True, blank=True)
-    # Null means "never poll again": the scan is final or archived.
-    next_check_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    # The poll's own bookkeeping (next check, claim, last checked, last reported) is in ScanPoll, so that a poll
+    # that changes nothing never rewrites this wide row. Errors and failure counts stay here: they are shown.
     last_check_error = models.TextField(blank=True)
     check_failures = models.PositiveIntegerField(default=0)
-    # When an answer last listed this ID; an ID unreported for NOT_FOUND_AFTER_HOURS becomes NOT FOUND.
-    last_reported_at = models.DateTimeField(null=True, blank=True)
     # Why an answer was not applied as sent (a step backwards, a duplicate, a value the database can't hold, an
     # error it cleared), time-stamped by scans/judgement.py; kept until a later answer brings a warning of its own.
     answer_warning = models.TextField(blank=True)
-    # Set by the refresh that claimed this scan, so only that refresh writes the answer back.
-    claim_token = models.CharField(max_length=32, blank=True, editable=False)
     archived_at = models.DateTimeField(null=True, blank=True)
     # Bumped by every write (ScanQuerySet.write); its maximum tells a polling page whether anything changed.
     updated_at = models.DateTimeField(default=timezone.now)
@@ -213,8 +212,6 @@ class Scan(models.Model):
             models.Index(Coalesce("submitted_at", "created_at"), F("id"), name="scan_submitted_or_created"),
             # With status and started_at in it, the header's 24 h figures read this index alone.
             models.Index(fields=["ended_at", "status", "started_at"], name="scan_ended_covering"),
-            models.Index(fields=["next_check_at"], name="scan_due", condition=Q(next_check_at__isnull=False)),
-            models.Index(fields=["claim_token"], name="scan_claim", condition=~Q(claim_token="")),
         ]
 
     def __str__(self) -> str:
@@ -261,6 +258,34 @@ def _between(start, end) -> timedelta | None:
     return max(end - start, timedelta(0))
 
 
+class ScanPoll(models.Model):
+    """A scan's poll bookkeeping, in a narrow table of its own: one row per scan.
+
+    Every poll writes these (a claim, then the answer's check time), most polls nothing else: kept apart, an
+    unchanged poll rewrites a row of a few dozen bytes with three small indexes, not the wide scan row with its
+    dozen indexes and its answer. A database trigger (migration 0013) inserts the row with its scan, however the
+    scan is inserted, so no scan can exist unpolled.
+    """
+
+    scan = models.OneToOneField(Scan, primary_key=True, on_delete=models.CASCADE, related_name="poll")
+    # Null means "never poll again": the scan is final or archived.
+    next_check_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    # Set by the refresh that claimed this scan, so only that refresh writes the answer back.
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    # When an answer last listed this ID; an ID unreported for NOT_FOUND_AFTER_HOURS becomes NOT FOUND.
+    last_reported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["next_check_at"], name="poll_due", condition=Q(next_check_at__isnull=False)),
+            models.Index(fields=["claim_token"], name="poll_claim", condition=~Q(claim_token="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"poll of scan {self.scan_id}"
+
+
 class StatusChange(models.Model):
     """One observed transition of a scan's status: a step of its timeline."""
 
@@ -280,207 +305,6 @@ class StatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scan_id}: {self.from_status} -> {self.to_status}"
-
-
-class RefreshRunQuerySet(models.QuerySet):
-    """The vocabulary for the poller's runs."""
-
-    def running(self) -> RefreshRunQuerySet:
-        """Runs not finished: live, or left behind by a worker that died."""
-        return self.filter(outcome=RefreshRun.Outcome.RUNNING)
-
-    def without_progress_since(self, cutoff: datetime) -> RefreshRunQuerySet:
-        """Runs whose last sign of life (their last batch, else their start) is older than `cutoff`."""
-        return self.alias(progress=Coalesce("last_progress_at", "started_at")).filter(progress__lt=cutoff)
-
-
-class RefreshRun(models.Model):
-    """One refresh cycle: the poller's own health record."""
-
-    class Outcome(models.TextChoices):
-        RUNNING = "running", "Running"
-        IDLE = "idle", "Nothing due"
-        OK = "ok", "OK"
-        PARTIAL = "partial", "Some batches failed"
-        DEGRADED = "degraded", "Answers incomplete"
-        FAILED = "failed", "API failing"
-        AUTH_REFUSED = "auth_refused", "Token refused"
-        ABANDONED = "abandoned", "Worker died"
-
-    started_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    ids_asked = models.PositiveIntegerField(default=0)
-    ids_answered = models.PositiveIntegerField(default=0)
-    changed = models.PositiveIntegerField(default=0)
-    api_calls = models.PositiveIntegerField(default=0)
-    errors = models.PositiveIntegerField(default=0, help_text="Batches that failed.")
-    write_failures = models.PositiveIntegerField(default=0, help_text="Scans whose answer could not be written.")
-    # Added up by each batch task, so the last one closes the run with the same outcome an in-process run gets.
-    batches_ok = models.PositiveIntegerField(default=0, help_text="Batches whose answer was written.")
-    ids_expected = models.PositiveIntegerField(default=0, help_text="IDs to be reported (not yet NOT FOUND).")
-    # Bumped after every batch, so a long cycle that is still making progress is not taken for a dead poller.
-    last_progress_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
-    error_text = models.TextField(blank=True)
-
-    objects = RefreshRunQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-started_at", "-pk"]
-        indexes = [models.Index(fields=["-started_at"], name="run_started")]
-
-    def __str__(self) -> str:
-        return f"refresh {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
-
-
-class Alert(models.Model):
-    """One alert, written before any send (an outbox row); the send records its outcome on it."""
-
-    class Kind(models.TextChoices):
-        FAILED = "failed", "Scan failed"
-        STUCK = "stuck", "Scan stuck"
-        STUCK_RESOLVED = "stuck_resolved", "Stuck scan finished"
-        API_AUTH = "api_auth", "API refused the token"
-        API_DOWN = "api_down", "API down"
-        API_RECOVERED = "api_recovered", "API recovered"
-        NOT_FOUND = "not_found", "Unknown to Protecto"
-        POLLER_STALE = "poller_stale", "Refresh stopped"
-        POLLER_RECOVERED = "poller_recovered", "Refresh resumed"
-
-    class State(models.TextChoices):
-        PENDING = "pending", "Waiting to send"
-        SENT = "sent", "Sent"
-        IN_DIGEST = "in_digest", "Sent in a digest"
-        SUPPRESSED = "suppressed", "Suppressed"
-        NO_RECIPIENTS = "no_recipients", "No recipients"
-
-    kind = models.CharField(max_length=20, choices=Kind.choices)
-    # What the alert is about (its identity, with kind and snooze): a scan, or the API outage that began with
-    # `outage`, its first failing refresh. The unique constraints below make a second detection a no-op.
-    scan = models.ForeignKey(Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
-    # PROTECT, not CASCADE: refresh-run retention skips runs an alert names, so nothing routine deletes one; a
-    # hand-made delete must not silently erase the outbox's history. Not SET_NULL: an API alert without its outage
-    # could be neither deduplicated nor followed by a recovery notice.
-    outage = models.ForeignKey(
-        RefreshRun, null=True, blank=True, on_delete=models.PROTECT, related_name="outage_alerts"
-    )
-    # The snooze that held this alert back. A persisting condition (stuck, API down) is alerted again once that
-    # snooze is over, so the snooze is part of the identity. PROTECT: deleting the snooze would erase the record
-    # of what it suppressed, and SET_NULL would turn a held-back alert into one that blocks the alert after the
-    # snooze. Snoozes end by setting ended_at, never by deletion.
-    snooze = models.ForeignKey(
-        "AlertSnooze", null=True, blank=True, on_delete=models.PROTECT, related_name="held_alerts"
-    )
-    is_digest = models.BooleanField(default=False)
-    digest = models.ForeignKey(
-        "self",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="members",
-        limit_choices_to={"is_digest": True},
-    )
-    recipients = models.JSONField(default=list)
-    subject = models.CharField(max_length=250)
-    body_text = models.TextField()
-    body_html = models.TextField()
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
-    suppressed_reason = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
-    # Set by the sender that claimed this alert, so two senders never mail it both.
-    claim_token = models.CharField(max_length=32, blank=True, editable=False)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
-        indexes = [
-            models.Index(fields=["next_attempt_at"], name="alert_due", condition=Q(state="pending")),
-            models.Index(fields=["kind", "-created_at"], name="alert_kind_created"),
-            models.Index(fields=["state", "-created_at"], name="alert_state_created"),
-        ]
-        # NULLs are distinct in a unique index (PostgreSQL and SQLite alike), so "not held by a snooze" needs a
-        # constraint of its own. bulk_create(ignore_conflicts=True) honours these partial indexes on both.
-        constraints = [
-            models.UniqueConstraint(
-                fields=["scan", "kind"],
-                condition=Q(is_digest=False, scan__isnull=False, snooze__isnull=True),
-                name="alert_one_per_scan_kind",
-            ),
-            models.UniqueConstraint(
-                fields=["scan", "kind", "snooze"],
-                condition=Q(is_digest=False, scan__isnull=False, snooze__isnull=False),
-                name="alert_one_per_scan_kind_snooze",
-            ),
-            models.UniqueConstraint(
-                fields=["kind", "outage"],
-                condition=Q(is_digest=False, outage__isnull=False, snooze__isnull=True),
-                name="alert_one_per_outage_kind",
-            ),
-            models.UniqueConstraint(
-                fields=["kind", "outage", "snooze"],
-                condition=Q(is_digest=False, outage__isnull=False, snooze__isnull=False),
-                name="alert_one_per_outage_kind_snooze",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return self.subject
-
-
-class AlertSubscription(models.Model):
-    """Which kinds of alert a user wants, and where."""
-
-    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="alert_subscription")
-    email = models.EmailField(blank=True, help_text="Blank: the user's own email address.")
-    kinds = models.JSONField(default=list, help_text="Alert kinds to receive.")
-
-    def __str__(self) -> str:
-        return f"{self.user} <{self.address}>"
-
-    @property
-    def address(self) -> str:
-        return self.email or self.user.email
-
-
-class AlertMute(models.Model):
-    """No alerts about one scan, or about every scan with a label."""
-
-    scan = models.ForeignKey(Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="mutes")
-    label = models.CharField(max_length=200, blank=True)
-    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=(Q(scan__isnull=False) & Q(label="")) | (Q(scan__isnull=True) & ~Q(label="")),
-                name="mute_scan_xor_label",
-            ),
-            models.UniqueConstraint(fields=["scan"], condition=Q(scan__isnull=False), name="mute_one_per_scan"),
-            models.UniqueConstraint(fields=["label"], condition=~Q(label=""), name="mute_one_per_label"),
-        ]
-
-    def __str__(self) -> str:
-        return f"mute {self.scan or repr(self.label)}"
-
-
-class AlertSnooze(models.Model):
-    """A maintenance window: no alert is sent before `until`."""
-
-    until = models.DateTimeField()
-    reason = models.CharField(max_length=200, blank=True)
-    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(default=timezone.now)
-    ended_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-until"]
-
-    def __str__(self) -> str:
-        return f"snooze until {self.until:%Y-%m-%d %H:%M}"
 
 
 class ScanStatusTally(models.Model):

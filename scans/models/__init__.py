@@ -1,0 +1,41 @@
+"""The app's models, one module per subject; everything is importable from scans.models."""
+
+from scans.models.alert import Alert, AlertMute, AlertSnooze, AlertSubscription
+from scans.models.refresh_run import RefreshRun, RefreshRunQuerySet
+from scans.models.scan import (
+    TRACKING_ID_ALPHABET,
+    TRACKING_ID_MAX_LENGTH,
+    Scan,
+    ScanManager,
+    ScanPoll,
+    ScanQuerySet,
+    ScanStatusTally,
+    StatusChange,
+    due_cutoff,
+    stuck_condition,
+    stuck_limits,
+    tracking_id_problem,
+    validate_tracking_id,
+)
+
+__all__ = [
+    "TRACKING_ID_ALPHABET",
+    "TRACKING_ID_MAX_LENGTH",
+    "Alert",
+    "AlertMute",
+    "AlertSnooze",
+    "AlertSubscription",
+    "RefreshRun",
+    "RefreshRunQuerySet",
+    "Scan",
+    "ScanManager",
+    "ScanPoll",
+    "ScanQuerySet",
+    "ScanStatusTally",
+    "StatusChange",
+    "due_cutoff",
+    "stuck_condition",
+    "stuck_limits",
+    "tracking_id_problem",
+    "validate_tracking_id",
+]
