@@ -365,20 +365,22 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-# The 24 h figures (rate, percentiles, the hourly chart) are recomputed at most this often: a day's rate does not
-# move in a minute, and recomputing them on every change would read a day of finished scans each time.
+# The 24 h figures (rate, percentiles, the hourly chart) are recomputed when a scan finishes (the finished counts
+# are in the key, so they never disagree with the counts beside them) and otherwise at most this often, as the
+# day's window moves on.
 DAY_CACHE_SECONDS = 60
 
 
 def dashboard_header_stats(*, now: datetime) -> HeaderStats:
     """Counts per status, the last 24 h of completions (rate, percentiles, per hour) and the poller's health.
 
-    The counts are cached like the list's; the 24 h figures for DAY_CACHE_SECONDS; the poller's health is read
-    every time.
+    The counts are cached like the list's; the 24 h figures until a scan finishes or DAY_CACHE_SECONDS pass; the
+    poller's health is read every time.
     """
     counts = _cached_counts("counts", (), lambda: tracked_status_counts(now=now), now=now)
     minute = int(now.timestamp()) // DAY_CACHE_SECONDS
-    stats = cache.get_or_set(f"scans:day:{minute}", lambda: _last_day(now=now), DAY_CACHE_SECONDS * 2)
+    key = f"scans:day:{minute}:{counts['success']}:{counts['failed']}"
+    stats = cache.get_or_set(key, lambda: _last_day(now=now), DAY_CACHE_SECONDS * 2)
     return replace(stats, counts=counts, poller=poller_health(now=now))
 
 

@@ -335,3 +335,18 @@ def test_the_day_figures_bucket_by_utc_hour_and_rank_run_times(now):
     assert (stats.finished_24h, stats.failed_24h) == (6, 1)
     assert (stats.p50_run_seconds, stats.p95_run_seconds) == pytest.approx((180.0, 600.0), abs=0.01)
     assert sum(hour.succeeded + hour.failed for hour in stats.hours) == 6
+
+
+def test_a_scan_that_finishes_shows_in_the_day_figures_and_the_counts_at_once(now, time_machine):
+    now = now.replace(second=10)
+    time_machine.move_to(now, tick=False)
+    running = make_scan(status=Scan.Status.IN_PROGRESS, started_at=now - timedelta(minutes=3))
+    before = selectors.dashboard_header_stats(now=now)
+
+    later = now + timedelta(seconds=1)  # the same minute: the day figures read before are still cached
+    time_machine.move_to(later, tick=False)
+    Scan.objects.filter(pk=running.pk).write(status=Scan.Status.FAILED, ended_at=later)
+    after = selectors.dashboard_header_stats(now=later)
+
+    assert (before.counts["failed"], before.failed_24h) == (0, 0)
+    assert (after.counts["failed"], after.failed_24h, after.finished_24h) == (1, 1, 1)
