@@ -13,7 +13,8 @@ Printed: scans polled per second with one worker, then with two (same run, same 
 WAL bytes per cycle (pg_current_wal_lsn: cluster-wide, so other work on the same server adds to it); the total
 size of the scans table and of the poll table (scans_scanpoll) after each cycle of unchanged polls; and the
 milliseconds and SQL statements of database work for one batch of unchanged scans (claim, load, write, run
-counts; the HTTP request excluded), median of --db-batches.
+counts; the HTTP request excluded), median of --db-batches: time inside database calls, and apart from it the
+Python time of judging the answers and building rows.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -210,9 +212,18 @@ def cycle(label: str) -> dict:
     return result
 
 
-def db_ms_per_unchanged_batch(count: int) -> tuple[float, float, int]:
-    """Median ms of database work for one batch of unchanged scans: (claim, load + write + run counts), and the
-    median number of SQL statements of the second part."""
+@dataclass
+class BatchCost:
+    """Medians over the timed batches of unchanged scans, in ms (and statements)."""
+
+    claim_ms: float  # claiming the batch: all of it is database work
+    database_ms: float  # load + write + run counts: time inside the database calls
+    python_ms: float  # the rest of load + write + run counts: judging the answer, building rows
+    statements: int  # of load + write + run counts
+
+
+def db_ms_per_unchanged_batch(count: int) -> BatchCost:
+    """What one batch of unchanged scans costs besides the HTTP request, median of `count` batches."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
@@ -221,11 +232,20 @@ def db_ms_per_unchanged_batch(count: int) -> tuple[float, float, int]:
     from scans.models import RefreshRun, Scan
     from scans.refresh_write import write_batch
 
+    in_database = [0.0]
+
+    def timed(execute, sql, params, many, context):
+        began = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            in_database[0] += time.perf_counter() - began
+
     wait_until_all_due()
     client = refresh.worker_client()
     run = RefreshRun.objects.create()
     lease = refresh.claim_lease(client)
-    claims, writes, statements = [], [], []
+    claims, database, totals, statements = [], [], [], []
     for _ in range(count):
         now = timezone.now()
         began = time.perf_counter()
@@ -233,15 +253,23 @@ def db_ms_per_unchanged_batch(count: int) -> tuple[float, float, int]:
         claims.append(time.perf_counter() - began)
         ids = list(Scan.objects.filter(poll__claim_token=token).values_list("tracking_id", flat=True))
         reports = client.fetch_status_batch(ids)  # not timed: the API's share
-        with CaptureQueriesContext(connection) as queries:
+        in_database[0] = 0.0
+        with CaptureQueriesContext(connection) as queries, connection.execute_wrapper(timed):
             began = time.perf_counter()
             scans = list(Scan.objects.filter(poll__claim_token=token).select_related("poll").order_by("pk"))
             written = write_batch(token=token, scans=scans, reports=reports, now=now)
             refresh._add_to_run(refresh.BatchResult(run_id=run.pk, token=token, asked=len(scans)))
-            writes.append(time.perf_counter() - began)
+            totals.append(time.perf_counter() - began)
+        database.append(in_database[0])
         statements.append(len(queries))
         assert not written.plan.changed, "the timed batches must be unchanged"
-    return statistics.median(claims) * 1000, statistics.median(writes) * 1000, int(statistics.median(statements))
+    python = [total - db for total, db in zip(totals, database, strict=True)]
+    return BatchCost(
+        claim_ms=statistics.median(claims) * 1000,
+        database_ms=statistics.median(database) * 1000,
+        python_ms=statistics.median(python) * 1000,
+        statements=int(statistics.median(statements)),
+    )
 
 
 def main() -> int:
@@ -277,7 +305,7 @@ def main() -> int:
         unchanged = [cycle(f"unchanged cycle {n}") for n in range(1, args.unchanged_cycles + 1)]
         while workers:
             stop_worker(workers.pop())
-        claim_ms, write_ms, statements = db_ms_per_unchanged_batch(args.db_batches)
+        cost = db_ms_per_unchanged_batch(args.db_batches)
         print()
         print(
             f"scans polled per second: one worker {one['per_second']:.0f}, two workers {two['per_second']:.0f}, "
@@ -285,9 +313,10 @@ def main() -> int:
         )
         print(f"all {two['asked']} polled by two workers in {two['seconds']:.1f} s (interval {args.interval} s)")
         print(
-            f"DB work per batch of {args.batch_size} unchanged scans: claim {claim_ms:.1f} ms + load/write/"
-            f"counts {write_ms:.1f} ms = {claim_ms + write_ms:.1f} ms (median of {args.db_batches}); "
-            f"SQL statements for load/write/counts: {statements}"
+            f"DB work per batch of {args.batch_size} unchanged scans (median of {args.db_batches}): claim "
+            f"{cost.claim_ms:.1f} ms + load/write/run counts {cost.database_ms:.1f} ms = "
+            f"{cost.claim_ms + cost.database_ms:.1f} ms in {cost.statements} + 2 SQL statements; "
+            f"judging the answer and building rows in Python: {cost.python_ms:.1f} ms more"
         )
         print(
             "WAL per cycle (MB): "
