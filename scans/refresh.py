@@ -102,18 +102,19 @@ def _claim_batch(*, run_id: int, now: datetime, size: int, lease: timedelta) -> 
     caller looks again, since more may be due behind them.
     """
     due = Scan.objects.due(now)
-    candidates = list(due.order_by("poll__next_check_at", "pk").values_list("pk", flat=True)[:size])
-    if not candidates:
-        return None
+    first_due = due.order_by("poll__next_check_at", "pk").values("pk")[:size]
     token = f"{run_id}-{uuid.uuid4().hex[:20]}"
     # The lease runs from the claim, not the cycle's start: a late batch of a long cycle gets its full lease.
     # (A cycle run for a time ahead of the clock, as a backfill or a test may, leases from its own time.)
     held_until = max(timezone.now(), now) + lease
-    # Conditional update: a concurrent refresh that claimed a row first has moved its next_check_at past now,
-    # so the row no longer matches here and stays with that refresh; a scan that turned final meanwhile has no
-    # next check. Only the narrow poll rows are written.
-    still_due = ScanPoll.objects.filter(scan_id__in=candidates, next_check_at__lte=due_cutoff(now))
-    return token, still_due.update(next_check_at=held_until, claim_token=token)
+    # One conditional UPDATE of the narrow poll rows: a concurrent refresh that claimed a row first has moved its
+    # next_check_at past now, so the row no longer matches here and stays with that refresh; a scan that turned
+    # final meanwhile has no next check.
+    still_due = ScanPoll.objects.filter(scan_id__in=first_due, next_check_at__lte=due_cutoff(now))
+    claimed = still_due.update(next_check_at=held_until, claim_token=token)
+    if claimed or due.exists():
+        return token, claimed
+    return None
 
 
 def batches_in_flight(*, now: datetime) -> int:
