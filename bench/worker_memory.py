@@ -19,9 +19,10 @@ interval).
 Printed: how long the fill took and what is in the database; each refresh cycle (IDs asked, changed, seconds,
 outcome) and the count per outcome; what retention and alerting left behind; then per process (worker main,
 each pool child, beat) the RSS sampled every second from /proc/<pid>/status: at the start (workers booted, no
-task yet), median and max, and the kernel's peak (VmHWM) at the last sample; the worker's total PSS (shared pages
-split between its processes, from /proc/<pid>/smaps_rollup); and whether every worker process stayed under
---limit-mb. MB here is 10^6 bytes.
+task yet), median, max and the second of the max, and the kernel's peak (VmHWM) at the last sample; the
+worker's total PSS (shared pages split between its processes, from /proc/<pid>/smaps_rollup); how much each pool
+child grew while running which task (the worker is asked `inspect active` each second, so a task shorter than a
+second may go unseen); and whether every worker process stayed under --limit-mb. MB here is 10^6 bytes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -145,24 +147,56 @@ def pss_kb(pid: int) -> int:
 
 
 class Sampler:
-    """RSS series of the worker's main process, its pool children (new ones as they appear), and beat."""
+    """Each second: the RSS of the worker's main process, its pool children (new ones as they appear) and beat,
+    the worker's total PSS, and the task each pool child is running (the worker's answer to `inspect active`)."""
 
-    def __init__(self, worker: int, beat: int) -> None:
+    def __init__(self, worker: int, beat: int, app, destination: str) -> None:
         self.worker, self.beat = worker, beat
-        self.rss: dict[str, list[int]] = {}
+        self.app, self.destination = app, destination
+        self.started = time.monotonic()
+        self.seconds: list[float] = []
+        self.rss: list[dict[str, int]] = []
+        self.tasks: list[dict[str, str]] = []
         self.hwm: dict[str, int] = {}
         self.worker_pss: list[int] = []
 
+    def running(self) -> dict[int, str]:
+        """{pool child pid: short name of the task it runs}; {} when the worker does not answer in time."""
+        try:
+            inspect = self.app.control.inspect(destination=[self.destination], timeout=0.5)
+            active = (inspect.active() or {}).get(self.destination, [])
+        except Exception:  # a missed answer only loses the attribution of one second
+            return {}
+        return {task["worker_pid"]: task["name"].rsplit(".", 1)[-1] for task in active}
+
     def sample(self) -> None:
-        processes = {"worker main": self.worker, "beat": self.beat}
         pool = children(self.worker)
+        processes = {"worker main": self.worker, "beat": self.beat}
         processes.update({f"worker child {pid}": pid for pid in pool})
+        rss = {}
         for name, pid in processes.items():
             values = status_kb(pid)
             if values:
-                self.rss.setdefault(name, []).append(values["VmRSS"])
+                rss[name] = values["VmRSS"]
                 self.hwm[name] = values["VmHWM"]
+        self.seconds.append(time.monotonic() - self.started)
+        self.rss.append(rss)
         self.worker_pss.append(sum(pss_kb(pid) for pid in [self.worker, *pool]))
+        self.tasks.append({f"worker child {pid}": task for pid, task in self.running().items()})
+
+    def series(self, name: str) -> list[tuple[float, int]]:
+        return [(second, rss[name]) for second, rss in zip(self.seconds, self.rss, strict=True) if name in rss]
+
+    def growth_by_task(self, name: str) -> Counter:
+        """kB the process grew by, summed over the seconds it grew, by the task it ran at either end of each."""
+        growth: Counter = Counter()
+        for n in range(1, len(self.rss)):
+            before, after = self.rss[n - 1].get(name), self.rss[n].get(name)
+            if before is None or after is None or after <= before:
+                continue
+            tasks = {self.tasks[n - 1].get(name), self.tasks[n].get(name)} - {None}
+            growth[" + ".join(sorted(tasks)) or "(no task seen)"] += after - before
+        return growth
 
 
 def mb(kb: float) -> float:
@@ -194,17 +228,21 @@ def print_alerts() -> None:
 
 
 def print_memory(sampler: Sampler, limit_mb: float) -> bool:
-    """The table per process and the verdict; True when every worker process stayed under the limit."""
-    print(f"\nRSS sampled every second ({len(sampler.worker_pss)} samples), MB")
-    head = f"{'process':<20} {'samples':>7} {'start':>7} {'median':>7} {'max':>7} {'VmHWM':>7}"
+    """The table per process, the growth by task and the verdict; True when every worker process stayed under."""
+    names = sorted({name for rss in sampler.rss for name in rss}, key=lambda name: (name != "worker main", name))
+    print(f"\nRSS sampled every second ({len(sampler.rss)} samples), MB; 'at' is the second of the max")
+    head = f"{'process':<20} {'samples':>7} {'start':>7} {'median':>7} {'max':>7} {'at':>5} {'VmHWM':>7}"
     print(head)
     print("-" * len(head))
     worker_max: list[tuple[float, float, str]] = []
-    for name, series in sampler.rss.items():
-        peak = mb(max(series))
+    for name in names:
+        series = sampler.series(name)
+        values = [rss for _, rss in series]
+        at, peak_kb = max(series, key=lambda point: (point[1], -point[0]))
+        peak = mb(peak_kb)
         print(
-            f"{name:<20} {len(series):>7} {mb(series[0]):>7.1f} {mb(statistics.median(series)):>7.1f} "
-            f"{peak:>7.1f} {mb(sampler.hwm[name]):>7.1f}"
+            f"{name:<20} {len(values):>7} {mb(values[0]):>7.1f} {mb(statistics.median(values)):>7.1f} "
+            f"{peak:>7.1f} {at:>5.0f} {mb(sampler.hwm[name]):>7.1f}"
         )
         if name.startswith("worker"):
             worker_max.append((peak, mb(sampler.hwm[name]), name))
@@ -213,6 +251,12 @@ def print_memory(sampler: Sampler, limit_mb: float) -> bool:
         f"worker total PSS (main + children): start {mb(pss[0]):.1f}, median {mb(statistics.median(pss)):.1f}, "
         f"max {mb(max(pss)):.1f} MB"
     )
+    print("\nRSS growth of each pool child by the task it was running (MB, summed over the seconds it grew)")
+    for name in names:
+        if name.startswith("worker child"):
+            growth = sampler.growth_by_task(name)
+            shown = ", ".join(f"{task} +{mb(kb):.1f}" for task, kb in growth.most_common())
+            print(f"  {name}: {shown or 'no growth'}")
     peak, _, name = max(worker_max)
     hwm, _, hwm_name = max((hwm, peak, name) for peak, hwm, name in worker_max)
     under = peak < limit_mb
@@ -296,8 +340,8 @@ def main() -> int:
             time.sleep(0.2)
         time.sleep(2)  # the pool children finish importing
 
-        sampler = Sampler(worker.pid, beat.pid)
-        start = time.monotonic()
+        sampler = Sampler(worker.pid, beat.pid, app, f"memory@{socket.gethostname()}")
+        start = sampler.started
         end = start + args.minutes * 60
         housekeeping_at = start + args.minutes * 60 / 3
         archived_before = None

@@ -411,8 +411,10 @@ def test_a_batch_of_unchanged_scans_costs_at_most_four_statements(
     dispatch = refresh_dispatch(now=at)
 
     # Load the batch, one narrow UPDATE for all of it, the run's counts: the same at 10 and at 100 scans.
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(4) as queries:
         result = scans_refresh_batch(run_id=dispatch.run.pk, token=dispatch.tokens[0], now=at)
 
     assert (result.asked, result.answered, result.changed) == (size, size, 0)
     assert Scan.objects.filter(poll__last_checked_at=at, poll__claim_token="").count() == size
+    writes = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("UPDATE")]
+    assert writes and not any('"scans_scan"' in sql.split(" SET ")[0] for sql in writes)  # poll rows only
