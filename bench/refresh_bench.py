@@ -257,7 +257,8 @@ def db_ms_per_unchanged_batch(count: int) -> BatchCost:
         with CaptureQueriesContext(connection) as queries, connection.execute_wrapper(timed):
             began = time.perf_counter()
             scans = list(Scan.objects.filter(poll__claim_token=token).select_related("poll").order_by("pk"))
-            written = write_batch(token=token, scans=scans, reports=reports, now=now)
+            tick = RefreshRun.objects.filter(pk=run.pk).values_list("started_at", flat=True).first()
+            written = write_batch(token=token, scans=scans, reports=reports, now=now, schedule_from=min(tick, now))
             refresh._add_to_run(refresh.BatchResult(run_id=run.pk, token=token, asked=len(scans)))
             totals.append(time.perf_counter() - began)
         database.append(in_database[0])

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from protecto import ProtectoAuthError, ProtectoClient, ProtectoError
 from scans.heartbeat import heartbeat_ping
-from scans.models import RefreshRun, Scan, ScanPoll, due_cutoff
+from scans.models import RefreshRun, Scan, ScanPoll
 from scans.refresh_write import release_failed, write_batch
 
 logger = logging.getLogger(__name__)
@@ -101,20 +101,20 @@ def _claim_batch(*, run_id: int, now: datetime, size: int, lease: timedelta) -> 
     None means nothing is due. A count of 0 means a concurrent refresh claimed these candidates first: the
     caller looks again, since more may be due behind them.
     """
-    due = Scan.objects.due(now)
-    first_due = due.order_by("poll__next_check_at", "pk").values("pk")[:size]
+    due = ScanPoll.objects.due(now)
+    # The first due rows in the poll_due index's own order: a claim reads about `size` index entries, however
+    # many scans are due (ordering by anything from the scans table would sort every due scan per claim).
+    candidates = list(due.order_by("next_check_at").values_list("scan_id", flat=True)[:size])
+    if not candidates:
+        return None
     token = f"{run_id}-{uuid.uuid4().hex[:20]}"
     # The lease runs from the claim, not the cycle's start: a late batch of a long cycle gets its full lease.
     # (A cycle run for a time ahead of the clock, as a backfill or a test may, leases from its own time.)
     held_until = max(timezone.now(), now) + lease
-    # One conditional UPDATE of the narrow poll rows: a concurrent refresh that claimed a row first has moved its
-    # next_check_at past now, so the row no longer matches here and stays with that refresh; a scan that turned
-    # final meanwhile has no next check.
-    still_due = ScanPoll.objects.filter(scan_id__in=first_due, next_check_at__lte=due_cutoff(now))
-    claimed = still_due.update(next_check_at=held_until, claim_token=token)
-    if claimed or due.exists():
-        return token, claimed
-    return None
+    # Conditional update of the narrow poll rows, by primary key: a concurrent refresh that claimed a row first
+    # has moved its next_check_at past now, so the row no longer matches here and stays with that refresh; a scan
+    # that turned final meanwhile has no next check.
+    return token, due.filter(scan_id__in=candidates).update(next_check_at=held_until, claim_token=token)
 
 
 def batches_in_flight(*, now: datetime) -> int:
@@ -168,29 +168,42 @@ class BatchResult:
 
 
 def scans_refresh_batch(
-    *, run_id: int, token: str, now: datetime | None = None, client: ProtectoClient | None = None
+    *,
+    run_id: int,
+    token: str,
+    now: datetime | None = None,
+    client: ProtectoClient | None = None,
+    tick: datetime | None = None,
 ) -> BatchResult:
-    """Ask Protecto for the scans still holding `token`, write the answer back, add the counts to the run."""
+    """Ask Protecto for the scans still holding `token`, write the answer back, add the counts to the run.
+
+    Next checks count from the run's tick, not from this batch: a scan polled late in a cycle is then due at the
+    next tick like the others (counted from the batch, anything polled more than the due grace into a cycle
+    would skip a tick and be checked every other interval). `tick`: the run's start, when the caller knows it.
+    """
     now = now or timezone.now()
     result = BatchResult(run_id=run_id, token=token)
     scans = list(Scan.objects.filter(poll__claim_token=token).select_related("poll").order_by("pk"))
     if scans:
-        _poll(result, scans, client or worker_client(), now=now)
+        tick = tick or RefreshRun.objects.filter(pk=run_id).values_list("started_at", flat=True).first()
+        _poll(result, scans, client or worker_client(), now=now, schedule_from=min(tick or now, now))
     _add_to_run(result)
     return result
 
 
-def _poll(result: BatchResult, scans: list[Scan], client: ProtectoClient, *, now: datetime) -> None:
+def _poll(
+    result: BatchResult, scans: list[Scan], client: ProtectoClient, *, now: datetime, schedule_from: datetime
+) -> None:
     result.asked = len(scans)
     calls_before = client.requests_made
     try:
         reports = client.fetch_status_batch([scan.tracking_id for scan in scans])
     except Exception as exc:
         result.api_calls = client.requests_made - calls_before
-        _batch_failed(result, exc, now=now)
+        _batch_failed(result, exc, schedule_from=schedule_from)
         return
     result.api_calls = client.requests_made - calls_before
-    written = write_batch(token=result.token, scans=scans, reports=reports, now=now)
+    written = write_batch(token=result.token, scans=scans, reports=reports, now=now, schedule_from=schedule_from)
     plan = written.plan
     result.answered, result.changed = plan.answered, plan.answers_changed
     result.expected = plan.answered + plan.missing
@@ -200,7 +213,7 @@ def _poll(result: BatchResult, scans: list[Scan], client: ProtectoClient, *, now
     result.failed = bool(written.failures) and not written.written
 
 
-def _batch_failed(result: BatchResult, exc: Exception, *, now: datetime) -> None:
+def _batch_failed(result: BatchResult, exc: Exception, *, schedule_from: datetime) -> None:
     """Record a failed request on its scans (released, tried again next interval) and on the result."""
     if not isinstance(exc, ProtectoError):
         # A bug in answer handling must cost one batch, not the cycle or the worker.
@@ -210,7 +223,7 @@ def _batch_failed(result: BatchResult, exc: Exception, *, now: datetime) -> None
     result.failed = True
     result.token_refused = isinstance(exc, ProtectoAuthError)
     result.errors.append(str(exc))
-    release_failed(token=result.token, error=exc, now=now)
+    release_failed(token=result.token, error=exc, schedule_from=schedule_from)
 
 
 def _add_to_run(result: BatchResult) -> None:
@@ -420,7 +433,7 @@ def _poll_inline(
             return
         if not claim[1]:
             continue
-        result = scans_refresh_batch(run_id=run.pk, token=claim[0], now=now, client=client)
+        result = scans_refresh_batch(run_id=run.pk, token=claim[0], now=now, client=client, tick=run.started_at)
         tally.add(run, result)
         if result.token_refused:
             return  # every other batch would be refused the same way

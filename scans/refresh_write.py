@@ -54,16 +54,20 @@ class _BatchPlan:
     # Answered without change, but an error or failure count was showing: clearing it is a visible change.
     recovered: list[int] = field(default_factory=list)
     unreported: list[int] = field(default_factory=list)
+    # Next checks count from here: the cycle's tick (see scans.refresh.scans_refresh_batch).
+    schedule_from: datetime | None = None
     answered: int = 0
     # Not reported, and not NOT FOUND before: the IDs an answer should have covered and did not.
     missing: int = 0
     answers_changed: int = 0
 
 
-def _plan_batch(*, scans: list[Scan], reports: list[ScanReport], now: datetime) -> _BatchPlan:
+def _plan_batch(
+    *, scans: list[Scan], reports: list[ScanReport], now: datetime, schedule_from: datetime
+) -> _BatchPlan:
     """Judge each scan's answer and sort the scans into changed, unchanged and not reported."""
     by_id = group_by_id(reports)
-    plan = _BatchPlan()
+    plan = _BatchPlan(schedule_from=schedule_from)
     for scan in scans:
         items = by_id.get(scan.tracking_id)
         if items:
@@ -99,7 +103,7 @@ def _plan_reported(plan: _BatchPlan, scan: Scan, items: list[ScanReport], *, now
     poll.last_checked_at = now
     poll.last_reported_at = now
     poll.claim_token = ""
-    poll.next_check_at = None if scan.is_final else now + _interval()
+    poll.next_check_at = None if scan.is_final else plan.schedule_from + _interval()
     plan.changed.append(scan)
 
 
@@ -109,13 +113,13 @@ def _plan_unreported(plan: _BatchPlan, scan: Scan, *, now: datetime) -> None:
     since = poll.last_reported_at or scan.created_at
     if scan.status == Scan.Status.NOT_FOUND:
         scan.check_failures += 1
-        poll.next_check_at = now + _not_found_backoff(scan.check_failures)
+        poll.next_check_at = plan.schedule_from + _not_found_backoff(scan.check_failures)
     elif now - since >= timedelta(hours=settings.NOT_FOUND_AFTER_HOURS):
         plan.missing += 1
         old_status, scan.status = scan.status, Scan.Status.NOT_FOUND
         _note_transition(plan, scan, old_status, now=now)
         scan.check_failures = 0
-        poll.next_check_at = now + _not_found_backoff(0)
+        poll.next_check_at = plan.schedule_from + _not_found_backoff(0)
     else:
         plan.missing += 1
         plan.unreported.append(scan.pk)
@@ -157,12 +161,20 @@ class _BatchWrite:
     failures: list[str] = field(default_factory=list)
 
 
-def write_batch(*, token: str, scans: list[Scan], reports: list[ScanReport], now: datetime) -> _BatchWrite:
+def write_batch(
+    *,
+    token: str,
+    scans: list[Scan],
+    reports: list[ScanReport],
+    now: datetime,
+    schedule_from: datetime | None = None,
+) -> _BatchWrite:
     """Write one batch's answers back in a constant number of queries; scan by scan if the database refuses.
 
+    `now` is when the answer came; next checks count from `schedule_from` (the cycle's tick; default `now`).
     A batch in which nothing changed costs one UPDATE (no transaction needed for a single statement).
     """
-    plan = _plan_batch(scans=scans, reports=reports, now=now)
+    plan = _plan_batch(scans=scans, reports=reports, now=now, schedule_from=schedule_from or now)
     try:
         if plan.changed or plan.recovered or plan.unreported:
             with transaction.atomic():
@@ -192,13 +204,13 @@ def _write_rows(*, token: str, scans: list[Scan], transitions: list[StatusChange
 def _write_constant(*, token: str, plan: _BatchPlan, now: datetime) -> int:
     """Write the scans whose news is the same for all: answered without change, and not reported (yet)."""
     mine = ScanPoll.objects.filter(claim_token=token)
-    next_check = now + _interval()
+    next_check = plan.schedule_from + _interval()
     # The narrow poll rows only, one set-based UPDATE per next-check delay: the scan rows and their updated_at
     # stay untouched (nothing a page shows changed).
     written = 0
     for delay, pks in _grouped_by_delay(plan.unchanged, plan.unchanged_delays).items():
         written += mine.filter(scan_id__in=pks).update(
-            last_checked_at=now, last_reported_at=now, claim_token="", next_check_at=now + delay
+            last_checked_at=now, last_reported_at=now, claim_token="", next_check_at=plan.schedule_from + delay
         )
     if plan.recovered:
         # Just recovered from an error: the error goes from the page, and back to every interval, like any change.
@@ -232,7 +244,8 @@ def _write_scan_by_scan(*, token: str, plan: _BatchPlan, now: datetime) -> _Batc
             with transaction.atomic():
                 result.written += _write_rows(token=token, scans=[scan], transitions=transitions)
         except DatabaseError as exc:
-            result.failures.append(_record_write_failure(token=token, scan=scan, error=exc, now=now))
+            failure = _record_write_failure(token=token, scan=scan, error=exc, schedule_from=plan.schedule_from)
+            result.failures.append(failure)
     try:
         with transaction.atomic():
             result.written += _write_constant(token=token, plan=plan, now=now)
@@ -242,7 +255,7 @@ def _write_scan_by_scan(*, token: str, plan: _BatchPlan, now: datetime) -> _Batc
     return result
 
 
-def _record_write_failure(*, token: str, scan: Scan, error: DatabaseError, now: datetime) -> str:
+def _record_write_failure(*, token: str, scan: Scan, error: DatabaseError, schedule_from: datetime) -> str:
     """Release a scan whose answer could not be written, saying why; return the reason."""
     reason = redact(
         f"Could not save Protecto's answer: {type(error).__name__}: {error}", settings.PROTECTO_AUTH_TOKEN
@@ -254,17 +267,19 @@ def _record_write_failure(*, token: str, scan: Scan, error: DatabaseError, now: 
             mine = Scan.objects.filter(pk=scan.pk, poll__claim_token=token)
             mine.write(last_check_error=reason, check_failures=F("check_failures") + 1)
             ScanPoll.objects.filter(scan_id=scan.pk, claim_token=token).update(
-                claim_token="", next_check_at=now + _interval()
+                claim_token="", next_check_at=schedule_from + _interval()
             )
     except DatabaseError:
         logger.exception("could not record the write failure of scan %s", scan.tracking_id)
     return reason
 
 
-def release_failed(*, token: str, error: ProtectoError, now: datetime) -> None:
+def release_failed(*, token: str, error: ProtectoError, schedule_from: datetime) -> None:
     """Give back a batch whose request failed: statuses untouched, next try after one interval."""
     with transaction.atomic():
         Scan.objects.filter(poll__claim_token=token).write(
             last_check_error=str(error)[:1000], check_failures=F("check_failures") + 1
         )
-        ScanPoll.objects.filter(claim_token=token).update(claim_token="", next_check_at=now + _interval())
+        ScanPoll.objects.filter(claim_token=token).update(
+            claim_token="", next_check_at=schedule_from + _interval()
+        )

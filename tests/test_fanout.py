@@ -163,6 +163,22 @@ def test_a_run_claims_only_what_was_due_at_its_tick(simulator, protecto_settings
 
 
 @pytest.mark.django_db
+def test_a_batch_polled_late_in_its_cycle_is_due_again_at_the_next_tick(simulator, protecto_settings):
+    # Next checks count from the tick: counted from the batch, a scan polled 20 s into a 30 s cycle would miss
+    # the next tick's grace and be checked only every other interval.
+    track_active(simulator, 5)
+    tick = timezone.now()
+    dispatch = refresh_dispatch(now=tick)
+    late = tick + timedelta(seconds=20)
+
+    scans_refresh_batch(run_id=dispatch.run.pk, token=dispatch.tokens[0], now=late)
+
+    next_tick = tick + timedelta(seconds=protecto_settings.REFRESH_INTERVAL_SECONDS)
+    assert set(ScanPoll.objects.values_list("last_checked_at", flat=True)) == {late}
+    assert ScanPoll.objects.due(next_tick).count() == 5
+
+
+@pytest.mark.django_db
 def test_a_worker_process_keeps_one_client_until_the_settings_change(protecto_settings):
     client = worker_client()
     assert worker_client() is client  # one keep-alive session for every batch of this process

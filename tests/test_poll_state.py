@@ -28,7 +28,7 @@ def test_every_inserted_scan_gets_a_poll_row_due_unless_final_or_archived():
     polls = dict(ScanPoll.objects.values_list("scan__tracking_id", "next_check_at"))
 
     assert polls == {"new": T0, "running": T0, "done": None, "failed": None, "shelved": None}
-    assert set(Scan.objects.due(T0).values_list("tracking_id", flat=True)) == {"new", "running"}
+    assert set(ScanPoll.objects.due(T0).values_list("scan__tracking_id", flat=True)) == {"new", "running"}
 
 
 def test_tracking_makes_a_scan_due_at_once():

@@ -85,10 +85,6 @@ class ScanQuerySet(models.QuerySet):
         """SUCCESS or FAILED: never polled again."""
         return self.filter(status__in=Scan.TERMINAL)
 
-    def due(self, now: datetime) -> ScanQuerySet:
-        """Active scans whose next check has come (see due_cutoff)."""
-        return self.active().filter(poll__next_check_at__lte=due_cutoff(now))
-
     def stuck(self, now: datetime) -> ScanQuerySet:
         """Scans past the stuck limits (see stuck_condition)."""
         return self.filter(stuck_condition(now))
@@ -258,6 +254,19 @@ def _between(start, end) -> timedelta | None:
     return max(end - start, timedelta(0))
 
 
+class ScanPollQuerySet(models.QuerySet):
+    """The vocabulary for poll rows."""
+
+    def due(self, now: datetime) -> ScanPollQuerySet:
+        """Rows whose next check has come (see due_cutoff): read from the poll_due index alone.
+
+        A final or archived scan's row has no next check (the refresh, archiving and the insert trigger see to
+        it), so this needs no look at the scans table; should a final scan slip in, its poll writes it back with
+        no next check.
+        """
+        return self.filter(next_check_at__lte=due_cutoff(now))
+
+
 class ScanPoll(models.Model):
     """A scan's poll bookkeeping, in a narrow table of its own: one row per scan.
 
@@ -275,6 +284,8 @@ class ScanPoll(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     # When an answer last listed this ID; an ID unreported for NOT_FOUND_AFTER_HOURS becomes NOT FOUND.
     last_reported_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScanPollQuerySet.as_manager()
 
     class Meta:
         indexes = [
