@@ -7,6 +7,7 @@ write each alert once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,6 +24,11 @@ from scans.poller_health import PollerHealth, human_age, poller_health
 # A failure older than this when first seen (e.g. an old ID just registered) is not news.
 FAILED_NEWS_WINDOW = timedelta(hours=24)
 MAX_PER_KIND_PER_CYCLE = 5000
+# New scan alerts are built and written this many at a time, so a flood (thousands of failures seen at once)
+# holds one chunk of rendered mails in a worker's memory, not all of them.
+DETECT_CHUNK = 500
+# A digest mail lists this many of its alerts, then says how many more the alerts page has.
+DIGEST_MAX_LISTED = 200
 SCAN_KINDS = (Alert.Kind.FAILED, Alert.Kind.NOT_FOUND, Alert.Kind.STUCK, Alert.Kind.STUCK_RESOLVED)
 # Cycles that count toward an API outage: errors, a refused token, and answers too incomplete to trust.
 UNHEALTHY = (RefreshRun.Outcome.FAILED, RefreshRun.Outcome.AUTH_REFUSED, RefreshRun.Outcome.DEGRADED)
@@ -134,45 +140,75 @@ def _new_alert(
     )  # fmt: skip
 
 
-def _store(alerts: list[Alert], *, kind: str, now: datetime, result: DetectResult) -> None:
-    """Write the new alerts; more than ALERT_DIGEST_THRESHOLD to send becomes one digest instead of a flood."""
-    to_send = [alert for alert in alerts if alert.state == Alert.State.PENDING]
-    for alert in alerts:
-        # Due at `now`, so the send that follows this detection in the same run mails it at once.
-        alert.created_at = alert.next_attempt_at = now
+def _store(
+    chunks: Iterable[list[Alert]],
+    *,
+    kind: str,
+    to_send: int,
+    recipients: list[str],
+    now: datetime,
+    result: DetectResult,
+) -> None:
+    """Write the new alerts, chunk by chunk; more than ALERT_DIGEST_THRESHOLD to send (`to_send`: how many of
+    them will be PENDING) become one digest instead of a flood."""
     # One transaction: no sender sees the digest before it is known to hold at least one alert.
     with transaction.atomic():
         digest = None
-        if len(to_send) > settings.ALERT_DIGEST_THRESHOLD:
+        if to_send > settings.ALERT_DIGEST_THRESHOLD:
             digest = Alert.objects.create(
-                kind=kind, is_digest=True, recipients=to_send[0].recipients, created_at=now, next_attempt_at=now
+                kind=kind, is_digest=True, recipients=recipients, created_at=now, next_attempt_at=now
             )
-            for alert in to_send:
-                alert.state, alert.digest = Alert.State.IN_DIGEST, digest
-        # ignore_conflicts: a concurrent detection that wrote the same alert first wins (the unique constraints on
-        # its identity), and nothing is doubled.
-        Alert.objects.bulk_create(alerts, ignore_conflicts=True, batch_size=500)
+        for alerts in chunks:
+            for alert in alerts:
+                # Due at `now`, so the send that follows this detection in the same run mails it at once.
+                alert.created_at = alert.next_attempt_at = now
+                if digest is not None and alert.state == Alert.State.PENDING:
+                    alert.state, alert.digest = Alert.State.IN_DIGEST, digest
+            # ignore_conflicts: a concurrent detection that wrote the same alert first wins (the unique
+            # constraints on its identity), and nothing is doubled.
+            Alert.objects.bulk_create(alerts, ignore_conflicts=True, batch_size=500)
+            result.created[kind] = result.created.get(kind, 0) + len(alerts)
+            result.suppressed += sum(alert.state == Alert.State.SUPPRESSED for alert in alerts)
         if digest is not None:
-            # The digest lists only the alerts this detection wrote: the winner of a race mails the others.
-            members = list(digest.members.select_related("scan").order_by("pk"))
-            if not members:
-                digest.delete()
-            else:
-                digest.subject, digest.body_text, digest.body_html = render_email(
-                    "digest",
-                    {"kind": kind, "kind_label": Alert.Kind(kind).label, "alerts": members, "count": len(members),
-                     "alerts_url": alerts_url(), "now": now},
-                )  # fmt: skip
-                digest.save(update_fields=["subject", "body_text", "body_html"])
-                result.digests += 1
-    result.created[kind] = result.created.get(kind, 0) + len(alerts)
-    result.suppressed += sum(alert.state == Alert.State.SUPPRESSED for alert in alerts)
+            _finish_digest(digest, kind=kind, now=now, result=result)
+
+
+def _finish_digest(digest: Alert, *, kind: str, now: datetime, result: DetectResult) -> None:
+    """Render the digest over the alerts this detection wrote (the winner of a race mails the others)."""
+    members = digest.members.select_related("scan").defer("body_text", "body_html").order_by("pk")
+    count = members.count()
+    if not count:
+        digest.delete()
+        return
+    listed = list(members[:DIGEST_MAX_LISTED])
+    digest.subject, digest.body_text, digest.body_html = render_email(
+        "digest",
+        {"kind": kind, "kind_label": Alert.Kind(kind).label, "alerts": listed, "count": count,
+         "more": count - len(listed), "alerts_url": alerts_url(), "now": now},
+    )  # fmt: skip
+    digest.save(update_fields=["subject", "body_text", "body_html"])
+    result.digests += 1
 
 
 def _detect_scan_alerts(now: datetime, suppression: Suppression, result: DetectResult) -> None:
     for kind in SCAN_KINDS:
+        found = list(_candidates(kind, now, suppression).values_list("pk", "label"))
+        if not found:
+            continue
         recipients = alert_recipients(kind=kind)
-        alerts = [
+        reasons = [suppression.reason(Scan(pk=pk, label=label)) for pk, label in found]
+        to_send = sum(not reason for reason in reasons) if recipients else 0
+        chunks = _scan_alert_chunks(kind, [pk for pk, _ in found], recipients, now, suppression)
+        _store(chunks, kind=kind, to_send=to_send, recipients=recipients, now=now, result=result)
+
+
+def _scan_alert_chunks(
+    kind: str, ids: list[int], recipients: list[str], now: datetime, suppression: Suppression
+) -> Iterator[list[Alert]]:
+    """The new alerts about these scans, DETECT_CHUNK at a time, each chunk's scans loaded when it is built."""
+    for start in range(0, len(ids), DETECT_CHUNK):
+        scans = Scan.objects.filter(pk__in=ids[start : start + DETECT_CHUNK]).order_by("pk")
+        yield [
             _new_alert(
                 kind=kind,
                 scan=scan,
@@ -180,10 +216,8 @@ def _detect_scan_alerts(now: datetime, suppression: Suppression, result: DetectR
                 context=_scan_context(scan, now),
                 recipients=recipients,
             )
-            for scan in _candidates(kind, now, suppression)
+            for scan in scans
         ]
-        if alerts:
-            _store(alerts, kind=kind, now=now, result=result)
 
 
 def _detect_api_alerts(now: datetime, suppression: Suppression, result: DetectResult) -> None:
@@ -197,7 +231,8 @@ def _detect_api_alerts(now: datetime, suppression: Suppression, result: DetectRe
     else:
         alert = _recovery_alert(latest, now, suppression)
     if alert is not None:
-        _store([alert], kind=alert.kind, now=now, result=result)
+        to_send = int(alert.state == Alert.State.PENDING)
+        _store([[alert]], kind=alert.kind, to_send=to_send, recipients=alert.recipients, now=now, result=result)
 
 
 def _outage_alert(
@@ -262,7 +297,8 @@ def poller_alerts_detect(*, now: datetime | None = None, result: DetectResult | 
     else:
         alert = _resumed_alert(health, now, suppression)
     if alert is not None:
-        _store([alert], kind=alert.kind, now=now, result=result)
+        to_send = int(alert.state == Alert.State.PENDING)
+        _store([[alert]], kind=alert.kind, to_send=to_send, recipients=alert.recipients, now=now, result=result)
     return result
 
 
