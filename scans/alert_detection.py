@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -109,7 +109,7 @@ def _candidates(kind: str, now: datetime, suppression: Suppression):
         scans = tracked.stuck(now)
     else:  # resolved: a scan we told someone was stuck has finished (a muted or snoozed stuck alert was not told)
         scans = Scan.objects.finished().filter(alerts__kind=Alert.Kind.STUCK, alerts__state__in=ANNOUNCED)
-    already = Alert.objects.filter(scan=OuterRef("pk"), kind=kind)
+    already = Alert.objects.filter(scan=OuterRef("pk"), kind=kind, is_digest=False)
     if kind == Alert.Kind.STUCK:
         # Being stuck goes on: held back by a snooze, it is alerted when the snooze ends if it still is. A failure
         # or a resolution is one event: alerted once, snoozed or not.
@@ -190,9 +190,24 @@ def _finish_digest(digest: Alert, *, kind: str, now: datetime, result: DetectRes
     result.digests += 1
 
 
+def _candidate_rows(kind: str, now: datetime, suppression: Suppression) -> list[tuple[int, str]]:
+    """(pk, label) of each scan to alert about, read with hash joins on PostgreSQL.
+
+    Right after a bulk registration, before the tables are analyzed, PostgreSQL takes the new scans to be a few
+    and plans "not alerted yet" as a walk over every alert of the kind for every candidate scan: 66 s for
+    100,000 stuck scans and 5,000 stuck alerts. A hash join costs one pass over each side whatever the estimates.
+    """
+    rows = _candidates(kind, now, suppression).values_list("pk", "label")
+    if connection.vendor != "postgresql":
+        return list(rows)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_nestloop = off")
+        return list(rows)
+
+
 def _detect_scan_alerts(now: datetime, suppression: Suppression, result: DetectResult) -> None:
     for kind in SCAN_KINDS:
-        found = list(_candidates(kind, now, suppression).values_list("pk", "label"))
+        found = _candidate_rows(kind, now, suppression)
         if not found:
             continue
         recipients = alert_recipients(kind=kind)
