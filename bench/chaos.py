@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -189,7 +190,7 @@ def _prepare(run: Run, api_url: str, token: str, database: tuple[str, str] | Non
         **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "PROTECTO_", "EMAIL_"))},
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         "VAR_DIR": str(run.var_dir),
-        "SECRET_KEY": "chaos-run-only-" + "x" * 32,
+        "SECRET_KEY": secrets.token_urlsafe(40),
         "REDIS_URL": _proxied_redis_url(run),
         "BROKER_SOCKET_TIMEOUT_SECONDS": "5",
         "BROKER_HEALTH_CHECK_SECONDS": "5",

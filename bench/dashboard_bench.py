@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import secrets
 import shutil
 import statistics
 import sys
@@ -82,7 +83,7 @@ def main() -> int:
     os.environ["VAR_DIR"] = var_dir
     os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
     # Nothing here talks to Protecto: demo mode only spares the benchmark a tenant URL and token.
-    os.environ.update(DEMO_MODE="true", SECRET_KEY="dashboard-bench-only-" + uuid.uuid4().hex)
+    os.environ.update(DEMO_MODE="true", SECRET_KEY=secrets.token_urlsafe(40))
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("DEBUG", None)
     database = None

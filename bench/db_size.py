@@ -27,11 +27,11 @@ import argparse
 import itertools
 import os
 import random
+import secrets
 import shutil
 import sys
 import tempfile
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -62,7 +62,7 @@ def main() -> int:
 
     var_dir = tempfile.mkdtemp(prefix="db-size-")
     os.environ.update(VAR_DIR=var_dir, DJANGO_SETTINGS_MODULE="dashboard.settings", DEMO_MODE="true")
-    os.environ["SECRET_KEY"] = "db-size-bench-only-" + uuid.uuid4().hex
+    os.environ["SECRET_KEY"] = secrets.token_urlsafe(40)
     os.environ.pop("DATABASE_URL", None)
     database = None
     if args.postgres:

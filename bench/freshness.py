@@ -32,6 +32,7 @@ import contextlib
 import math
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -49,11 +50,13 @@ from urllib.parse import parse_qs, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import refresh_bench  # noqa: E402
 from bench.throwaway_db import create_postgres_database, drop_postgres_database  # noqa: E402
 from tests.chromium import launch_chromium  # noqa: E402
 
 USERNAME = "fresh-operator"
-PASSWORD = "freshness-bench-only-pw-4c1a"
+# The operator's login on the throwaway site, made up for each run.
+PASSWORD = secrets.token_urlsafe(16)
 ROWS_PER_PAGE = 50  # the list's default (scans.selectors.DEFAULT_PER_PAGE)
 TRACK_CHUNK = 5000
 
@@ -102,6 +105,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--var-root", default=None, help="parent directory of the run's VAR_DIR")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/2")
+    parser.add_argument("--in-flight", type=int, default=8, help="REFRESH_MAX_BATCHES_IN_FLIGHT")
     args = parser.parse_args()
     if args.changes > ROWS_PER_PAGE:
         parser.error(f"--changes is at most {ROWS_PER_PAGE}: only the rows of the first page are changed")
@@ -109,35 +113,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def setup(args: argparse.Namespace, database_url: str, var_dir: Path, simulator) -> dict:
-    """Environment for this process and the children; Django set up, migrated, static files collected."""
-    import redis
-
-    redis.Redis.from_url(args.redis).flushdb()
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DATABASE_", "PROTECTO_", "REFRESH_", "DASHBOARD_", "DEMO_", "DEBUG"))
-        },
-        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
-        "VAR_DIR": str(var_dir),
-        "SECRET_KEY": "freshness-bench-only-" + "x" * 32,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": args.redis,
-        "PROTECTO_API_URL": simulator.url,
-        "PROTECTO_AUTH_TOKEN": simulator.config.token,
-        "PROTECTO_BATCH_SIZE": str(args.batch_size),
-        "REFRESH_INTERVAL_SECONDS": str(args.interval),
-        "REFRESH_MAX_INTERVAL_SECONDS": str(args.interval),
-        "LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    """refresh_bench's environment and migrated database, plus the static files the pages need."""
     from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
+    env = refresh_bench.setup(args, database_url, var_dir, simulator)
     # DEBUG is off, so pages name the manifest's hashed static files: collect them as `make run` does.
     call_command("collectstatic", interactive=False, verbosity=0)
     return env

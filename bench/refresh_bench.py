@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -64,10 +65,14 @@ def setup(args: argparse.Namespace, database_url: str, var_dir: Path, simulator)
 
     redis.Redis.from_url(args.redis).flushdb()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "PROTECTO_", "REFRESH_"))},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DATABASE_", "PROTECTO_", "REFRESH_", "DASHBOARD_", "DEMO_", "DEBUG"))
+        },
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         "VAR_DIR": str(var_dir),
-        "SECRET_KEY": "refresh-bench-only-" + "x" * 32,
+        "SECRET_KEY": secrets.token_urlsafe(40),
         "DATABASE_URL": database_url,
         "REDIS_URL": args.redis,
         "PROTECTO_API_URL": simulator.url,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import secrets
 import socket
 import subprocess
 import sys
@@ -38,7 +39,8 @@ from tests.chromium import CHROMIUM, launch_chromium  # noqa: E402  (needs ROOT 
 
 VIEWPORT = {"width": 1440, "height": 1000}
 USERNAME = "ops"
-PASSWORD = "screenshot-only-pw-9f2c"
+# The throwaway site's login, made up for each run.
+PASSWORD = secrets.token_urlsafe(16)
 
 # (label, data source, object path) of recurring scan jobs, as in demo/seed.py; a few scans carry no label.
 JOBS = [
@@ -68,13 +70,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running dashboard to photograph instead of setting one up")
     parser.add_argument("--username", default=USERNAME)
-    parser.add_argument("--password", default=PASSWORD)
+    parser.add_argument("--password", help="with --url: the password of --username")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="directory for the PNG files")
     options = parser.parse_args()
     if not CHROMIUM.exists():
         print(f"No Chromium at {CHROMIUM}: apt-get install chromium", file=sys.stderr)
         return 2
     options.out.mkdir(parents=True, exist_ok=True)
+    if options.url and not options.password:
+        parser.error("--url needs --password")
     if options.url:
         take_screenshots(options.url.rstrip("/"), options.username, options.password, options.out)
         return 0
@@ -102,7 +106,7 @@ def _environment(var_dir: Path) -> dict[str, str]:
             # polls it, as no worker runs.
             "PROTECTO_API_URL": "https://protecto-api.example.com",
             "PROTECTO_AUTH_TOKEN": "screenshot-placeholder-token",
-            "SECRET_KEY": "screenshot-only-key-" + "0" * 32,
+            "SECRET_KEY": secrets.token_urlsafe(40),
             "LOG_LEVEL": "WARNING",
         }
     )
