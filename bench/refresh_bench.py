@@ -15,7 +15,9 @@ WAL bytes per cycle (pg_current_wal_lsn: cluster-wide, so other work on the same
 size of the scans table and of the poll table (scans_scanpoll) after each cycle of unchanged polls; and the
 milliseconds and SQL statements of database work for one batch of unchanged scans (claim, load, write, run
 counts; the HTTP request excluded), median of --db-batches: time inside database calls, and apart from it the
-Python time of judging the answers and building rows.
+Python time of judging the answers and building rows. Each cycle's line also gives the CPU seconds it took, by
+part (the workers, this process with the simulator, PostgreSQL, Redis): where they add up to the machine's cores,
+the CPU, not the API, is the bottleneck.
 """
 
 from __future__ import annotations
@@ -182,7 +184,38 @@ def vacuum() -> None:
         cursor.execute("VACUUM ANALYZE scans_scan, scans_scanpoll, scans_statuschange, scans_refreshrun")
 
 
-def cycle(label: str) -> dict:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(workers: list[subprocess.Popen]) -> dict[str, float]:
+    """CPU seconds used so far (user + system), by part: the worker processes, this process (the simulator and
+    the bench), PostgreSQL's processes (cluster-wide, so other work on the server adds to it) and Redis. Read
+    from /proc: Linux only, and PostgreSQL and Redis only when they run on this machine."""
+    groups = {worker.pid for worker in workers}
+    totals = {"workers": 0.0, "simulator": 0.0, "postgres": 0.0, "redis": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # the process ended
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid, group, used = int(entry.name), int(fields[2]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        if group in groups:
+            totals["workers"] += used
+        elif pid == os.getpid():
+            totals["simulator"] += used
+        elif name.startswith("postgres"):
+            # With the reaped backends' time: a connection closed during the cycle takes its process with it.
+            totals["postgres"] += used + (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+        elif name.startswith("redis"):
+            totals["redis"] += used
+    return totals
+
+
+def cycle(label: str, workers: list[subprocess.Popen]) -> dict:
     """Send one tick, wait for its run (and any later one) to close; return what it did."""
     from dashboard.celery import app
     from scans.models import RefreshRun
@@ -193,6 +226,7 @@ def cycle(label: str) -> dict:
     size_before, poll_before = table_bytes("scans_scan"), table_bytes("scans_scanpoll")
     updates_before = row_updates("scans_scan")
     last = RefreshRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    cpu_before = cpu_seconds(workers)
     started = time.monotonic()
     app.send_task("scans.tasks.refresh_due_scans")
     while True:
@@ -201,6 +235,7 @@ def cycle(label: str) -> dict:
             break
         time.sleep(0.05)
     seconds = time.monotonic() - started
+    cpu = {part: used - cpu_before[part] for part, used in cpu_seconds(workers).items()}
     asked = sum(runs.values_list("ids_asked", flat=True))
     result = {
         "label": label,
@@ -214,6 +249,7 @@ def cycle(label: str) -> dict:
         "poll_before": poll_before,
         "poll_after": table_bytes("scans_scanpoll"),
         "outcomes": list(runs.values_list("outcome", flat=True)),
+        "cpu": cpu,
     }
     time.sleep(1)  # table statistics are reported by each backend when it goes idle
     after = row_updates("scans_scan")
@@ -223,7 +259,8 @@ def cycle(label: str) -> dict:
         f"{result['per_second']:7.0f} scans/s; WAL {result['wal'] / 1e6:7.1f} MB; "
         f"scans table {size_before / 1e6:6.1f} -> {result['size_after'] / 1e6:6.1f} MB, "
         f"{updated} row updates ({hot} HOT); poll table {poll_before / 1e6:5.1f} -> "
-        f"{result['poll_after'] / 1e6:5.1f} MB; runs {result['outcomes']}",
+        f"{result['poll_after'] / 1e6:5.1f} MB; runs {result['outcomes']}; CPU s "
+        + ", ".join(f"{part} {used:.1f}" for part, used in cpu.items()),
         flush=True,
     )
     return result
@@ -312,15 +349,15 @@ def main() -> int:
         workers.append(start_worker(env, "bench1", args.concurrency, var_dir / "worker1.log"))
         workers.append(start_worker(env, "bench2", args.concurrency, var_dir / "worker2.log"))
         time.sleep(5)  # the workers connect to the broker
-        cycle("first poll (all new)")  # every scan changes: both workers, not measured
+        cycle("first poll (all new)", workers)  # every scan changes: both workers, not measured
         stop_worker(workers.pop())
         change_some(ids, args.changed_percent, 1, simulator)
-        one = cycle("one worker")
+        one = cycle("one worker", workers)
         workers.append(start_worker(env, "bench2", args.concurrency, var_dir / "worker2.log"))
         time.sleep(5)
         change_some(ids, args.changed_percent, 2, simulator)
-        two = cycle("two workers")
-        unchanged = [cycle(f"unchanged cycle {n}") for n in range(1, args.unchanged_cycles + 1)]
+        two = cycle("two workers", workers)
+        unchanged = [cycle(f"unchanged cycle {n}", workers) for n in range(1, args.unchanged_cycles + 1)]
         while workers:
             stop_worker(workers.pop())
         cost = db_ms_per_unchanged_batch(args.db_batches)

@@ -22,6 +22,7 @@ from protecto import ProtectoError, ScanReport
 from protecto.errors import one_line
 from scans.judgement import group_by_id, judge_answer, redact, warning_line
 from scans.models import Scan, ScanPoll, StatusChange
+from scans.models.bulk import update_each
 from scans.schedule import next_check_delay
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def _write_rows(*, token: str, scans: list[Scan], transitions: list[StatusChange
     held = set(held_rows.values_list("scan_id", flat=True))
     written = [scan for scan in scans if scan.pk in held]
     Scan.objects.write_each(written, _WRITTEN_FIELDS)
-    ScanPoll.objects.bulk_update([scan.poll for scan in written], _POLL_FIELDS, batch_size=1000)
+    update_each([scan.poll for scan in written], _POLL_FIELDS)
     StatusChange.objects.bulk_create([change for change in transitions if change.scan.pk in held])
     return len(held)
 

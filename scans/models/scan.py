@@ -12,6 +12,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from scans.models.bulk import update_each
+
 TRACKING_ID_MAX_LENGTH = 128
 # Protecto's IDs are UUIDs (2024) or UUID-plus-digits (2025); the contract only promises this alphabet.
 TRACKING_ID_ALPHABET = "A-Za-z0-9_-"
@@ -105,7 +107,7 @@ class ScanManager(models.Manager.from_queryset(ScanQuerySet)):
         stamp = timezone.now()
         for scan in scans:
             scan.updated_at = stamp
-        self.bulk_update(scans, [*fields, "updated_at"], batch_size=1000)
+        update_each(scans, [*fields, "updated_at"])
 
 
 class Scan(models.Model):
