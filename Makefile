@@ -9,7 +9,7 @@ export
 endif
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format clean-var
+.PHONY: run password test lint format clean-var
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 ## run: install, migrate, create a login if none, start web + worker + beat (+ simulator in demo mode)
+##      make run PORT=8080 SIMULATOR_PORT=8766 picks the ports (default 8000 and 8765)
 run: $(VENV)/.runtime
-	$(PY) -m demo.run
+	$(PY) -m demo.run $(if $(PORT),--port $(PORT)) $(if $(SIMULATOR_PORT),--simulator-port $(SIMULATOR_PORT))
+
+## password: set and show a new password for the login `make run` shows (admin on a fresh dashboard)
+password: $(VENV)/.runtime
+	$(PY) -m demo.login --reset
 
 ## test: install the test tools and run the whole suite
 test: $(VENV)/.dev

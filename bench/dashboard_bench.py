@@ -327,7 +327,7 @@ def _time_requests(client, cases) -> dict[str, tuple[float, float, int]]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from scans.selectors import percentile
+    from scans.header_stats import percentile
 
     header = (
         f"{'request':<32} {'status':>6} {'median ms':>10} {'p95 ms':>8} {'min ms':>8} {'queries':>8} {'db ms':>7}"

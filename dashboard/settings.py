@@ -4,6 +4,7 @@ Everything that differs between machines comes from the environment (see .env.ex
 a malformed value stops start-up with ImproperlyConfigured naming the variable.
 """
 
+import logging
 import socket
 from pathlib import Path
 
@@ -66,6 +67,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Times on the viewer's clock (the `tz` cookie); the database stays in UTC.
+    "dashboard.middleware.ViewerTimeZoneMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
@@ -201,7 +204,9 @@ if DEMO_MODE and not ALERT_EMAILS:
     ALERT_EMAILS = ["ops@example.com"]
 ALERT_API_DOWN_AFTER = env_int("ALERT_API_DOWN_AFTER", 3, minimum=1, maximum=100)
 ALERT_DIGEST_THRESHOLD = env_int("ALERT_DIGEST_THRESHOLD", 10, minimum=1)
-SITE_URL = env_url("SITE_URL", "http://127.0.0.1:8000")
+# The port `make run` (python -m demo.run) serves the web app on; links in mail follow it unless SITE_URL is set.
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+SITE_URL = env_url("SITE_URL", f"http://127.0.0.1:{PORT}")
 EMAIL_HOST = env_str("EMAIL_HOST")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
@@ -209,8 +214,10 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT_SECONDS", 20, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "scan-alerts@localhost")
-# No mail server configured (the demo): alerts are printed by the console backend instead of mailed.
-EMAIL_BACKEND = f"django.core.mail.backends.{'smtp' if EMAIL_HOST else 'console'}.EmailBackend"
+# No mail server configured (the demo): each alert is logged as one line (recipients, subject) instead of mailed.
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "dashboard.mail.OneLineConsoleBackend"
+)
 
 # --- Celery -----------------------------------------------------------------------------------------------
 # No REDIS_URL: kombu's filesystem transport under var/, enough for one worker with beat on one machine.
@@ -266,14 +273,31 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}")
 
 # --- Logging ----------------------------------------------------------------------------------------------
+# At INFO, Celery writes 4-6 lines per beat tick (task sent, received, succeeded) and kombu warns "No hostname
+# was supplied" on every connection to the filesystem broker (which has no host): a log that scrolls by when
+# nothing happens. Those Celery loggers speak from WARNING unless LOG_LEVEL=DEBUG asks for everything (task
+# failures are errors and still show); kombu's other warnings (e.g. rediss:// without certificate checks) stay.
+_CHATTY_LEVEL = "DEBUG" if LOG_LEVEL == "DEBUG" else max(LOG_LEVEL, "WARNING", key=logging.getLevelName)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_token": {"()": "scans.logging.RedactTokenFilter"}},
+    "filters": {
+        "redact_token": {"()": "scans.logging.RedactTokenFilter"},
+        "no_hostname_warning": {
+            "()": "dashboard.logfilters.DropMessages",
+            "prefixes": ["No hostname was supplied"],
+        },
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_token"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"urllib3": {"level": "WARNING"}},
+    "loggers": {
+        "urllib3": {"level": "WARNING"},
+        "celery.beat": {"level": _CHATTY_LEVEL},
+        "celery.worker.strategy": {"level": _CHATTY_LEVEL},
+        "celery.app.trace": {"level": _CHATTY_LEVEL},
+        "kombu.connection": {"filters": ["no_hostname_warning"]},
+    },
 }

@@ -1,10 +1,13 @@
 """python -m demo.run (what `make run` runs): the whole dashboard on this machine, in the foreground.
 
-In order: demo mode when no Protecto API is configured; var/, the broker folders and a local secret key; then
-Django: migrate, collectstatic, a first login; in demo mode the Protecto simulator and the demo scans; then the
-web server (gunicorn), a Celery worker, Celery beat and the watchdog (which tells when the poller stops, even when
-Celery and the broker are down). Ctrl-C or SIGTERM stops every child. If one child dies
-the others are stopped too and the runner exits non-zero, so a half-running dashboard never looks healthy.
+In order: the web port (and in demo mode the simulator's port) are taken at once, before anything else, so a
+busy port stops the start with one line and nothing started; demo mode when no Protecto API is configured;
+var/, the broker folders and a local secret key; then Django: migrate, collectstatic, a first login; in demo
+mode the Protecto simulator (its scans kept in var/, so a restart never rewinds them) and the demo scans; then
+the web server (gunicorn), a Celery worker, Celery beat and the watchdog (which tells when the poller stops,
+even when Celery and the broker are down). Once the web server answers, a box shows the address and the login;
+in demo mode a new scan then arrives every 20-40 s. Ctrl-C or SIGTERM stops every child. If one child dies the
+others are stopped too and the runner exits non-zero, so a half-running dashboard never looks healthy.
 """
 
 from __future__ import annotations
@@ -13,53 +16,112 @@ import argparse
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
+
+from demo.processes import (
+    Child,
+    RunError,
+    first_exited,
+    reserve_port,
+    start_child,
+    stop_all,
+    url_host,
+    wait_for_http,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m demo.run"
-STOP_GRACE_SECONDS = 10
-PORT_WAIT_SECONDS = 20
+DEFAULT_PORT = 8000
+DEFAULT_SIMULATOR_PORT = 8765
+WEB_WAIT_SECONDS = 60
+SIMULATOR_WAIT_SECONDS = 20
+_TRUE = {"1", "true", "yes", "on"}
 
 
-class RunError(Exception):
-    """The dashboard cannot be (or stay) started; the message says why in one line."""
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage block: the message names the option, and --help is there for the rest.
+        self.exit(2, f"{self.prog}: {message}\n")
 
 
-@dataclass
-class Child:
-    """A process the runner started and must stop."""
+def _port_default(parser: argparse.ArgumentParser, environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        parser.error(f"{name} must be a port number between 1 and 65535, not {raw!r}")
+    return int(raw)
 
-    name: str
-    process: subprocess.Popen
+
+def _seconds_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be MIN,MAX seconds (e.g. 20,40), not {text!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"must be MIN,MAX seconds with 0 < MIN <= MAX, not {text!r}")
+    return low, high
 
 
-def parse_options(argv: Sequence[str] | None) -> argparse.Namespace:
-    """--host, --port and --web-workers."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Run web, worker, beat (and the demo simulator).")
-    parser.add_argument("--host", default="127.0.0.1", help="Address the web server listens on.")
-    parser.add_argument("--port", type=int, default=8000, help="Port the web server listens on.")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes.")
+def parse_options(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """The options; --port and --simulator-port default to $PORT and $SIMULATOR_PORT (what `make run` passes)."""
+    environ = os.environ if environ is None else environ
+    parser = _Parser(prog=PROG, description="Run web, worker, beat (and the demo simulator).")
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="Address the web server listens on.")
+    port = _port_default(parser, environ, "PORT", DEFAULT_PORT)
+    add("--port", type=int, default=port, help=f"Port the web server listens on (default $PORT, else {port}).")
+    simulator_port = _port_default(parser, environ, "SIMULATOR_PORT", DEFAULT_SIMULATOR_PORT)
+    add(
+        "--simulator-port",
+        type=int,
+        default=simulator_port,
+        help=f"Port of the demo's Protecto simulator (default $SIMULATOR_PORT, else {simulator_port}).",
+    )
+    add("--web-workers", type=int, default=2, help="gunicorn worker processes.")
+    add("--access-log", action="store_true", help="Log one line per web request (off: the page polls often).")
+    add(
+        "--demo-every",
+        type=_seconds_range,
+        default=(20.0, 40.0),
+        metavar="MIN,MAX",
+        help="In demo mode, add a new scan every MIN to MAX seconds (default 20,40).",
+    )
     options = parser.parse_args(argv)
-    if not 0 < options.port < 65536:
-        parser.exit(2, f"{PROG}: --port must be between 1 and 65535, not {options.port}\n")
+    for name in ("port", "simulator_port"):
+        if not 0 < getattr(options, name) < 65536:
+            parser.error(f"--{name.replace('_', '-')} must be between 1 and 65535, not {getattr(options, name)}")
     if options.web_workers < 1:
-        parser.exit(2, f"{PROG}: --web-workers must be at least 1, not {options.web_workers}\n")
+        parser.error(f"--web-workers must be at least 1, not {options.web_workers}")
     return options
 
 
-def enable_demo_mode_if_no_api(environ: MutableMapping[str, str]) -> bool:
+def demo_mode_wanted(environ: Mapping[str, str]) -> bool:
+    """Whether this start is a demo: PROTECTO_API_URL unset (blank counts as unset, as in dashboard/env.py).
+
+    RunError when DEMO_MODE is switched on by hand while PROTECTO_API_URL is set: the demo would register its
+    scans with that server, which is not the simulator this runner starts.
+    """
+    api_url = environ.get("PROTECTO_API_URL", "").strip()
+    if api_url and environ.get("DEMO_MODE", "").strip().lower() in _TRUE:
+        raise RunError(
+            f"DEMO_MODE=true with PROTECTO_API_URL={api_url}: the demo scans would go to that server; "
+            "unset one of the two"
+        )
+    return not api_url
+
+
+def enable_demo_mode_if_no_api(environ: MutableMapping[str, str], *, quiet: bool = False) -> bool:
     """Turn demo mode on when PROTECTO_API_URL is unset; the one place that does. True if it did."""
-    # Blank counts as unset, as in dashboard/env.py.
     if environ.get("PROTECTO_API_URL", "").strip():
         return False
     environ["DEMO_MODE"] = "true"
-    print("Demo mode on: PROTECTO_API_URL is unset, so the bundled Protecto simulator stands in for the API.")
+    if not quiet:
+        print("Demo mode on: PROTECTO_API_URL is unset, so the bundled Protecto simulator stands in for the API.")
     return True
 
 
@@ -83,8 +145,8 @@ def prepare_var(environ: Mapping[str, str]) -> Path:
     return var_dir
 
 
-def setup_django() -> None:
-    """Load the settings (a bad one stops here, in one line), migrate, collect static files, ensure a login."""
+def setup_django(*, migrate: bool = True) -> None:
+    """Load the settings (a bad one stops here, in one line); then migrate and collect static files."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     import django
     from django.core.exceptions import ImproperlyConfigured
@@ -94,139 +156,86 @@ def setup_django() -> None:
         django.setup()
     except ImproperlyConfigured as exc:
         raise RunError(f"settings: {exc}") from None
-    call_command("migrate", interactive=False, verbosity=1)
+    if not migrate:
+        return
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    # Django lists every migration it applies (about 35 lines on a fresh database); one line says enough.
+    call_command("migrate", interactive=False, verbosity=0)
+    print(f"Database: {len(pending)} migrations applied." if pending else "Database: up to date.")
     call_command("collectstatic", interactive=False, verbosity=0)
 
-    from demo.login import ensure_login
 
-    ensure_login()
-
-
-def port_free(host: str, port: int) -> bool:
-    """Whether a server could listen on host:port now."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _answers(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def start_child(
-    children: list[Child], name: str, command: list[str], env: Mapping[str, str] | None = None
-) -> None:
-    """Start one child in the repository root, in a process group of its own, and remember it for stopping."""
-    # Its own group lets stop_all() reach the child's children too (gunicorn's workers outlive a killed master),
-    # and a terminal's Ctrl-C reaches only the runner, which then stops everything in order.
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, process_group=0)
-    children.append(Child(name, process))
-
-
-def wait_for_port(host: str, port: int, children: list[Child], timeout: float = PORT_WAIT_SECONDS) -> None:
-    """Wait until something answers on host:port; RunError if a child dies first or nothing answers in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _answers(host, port):
-            return
-        dead = first_exited(children)
-        if dead is not None:
-            raise RunError(f"the {dead.name} process exited with status {dead.process.returncode}")
-        time.sleep(0.1)
-    raise RunError(f"nothing answered on {host}:{port} within {timeout:.0f}s")
-
-
-def start_demo(children: list[Child]) -> None:
-    """Start the simulator on SIMULATOR_PORT, wait for it, and add the demo scans."""
+def start_demo(children: list[Child], listener_fd: int) -> None:
+    """Start the simulator on the reserved port, wait until it answers, and add the demo scans once."""
     from django.conf import settings
 
     from demo.seed import DemoError, seed_demo
 
-    port = settings.SIMULATOR_PORT
-    if not port_free("127.0.0.1", port):
-        raise RunError(
-            f"the simulator's port 127.0.0.1:{port} is in use; stop what runs there or set SIMULATOR_PORT"
-        )
-    print(f"Demo mode: starting the Protecto simulator on port {port}", flush=True)
+    state_file = Path(settings.VAR_DIR) / "simulator-state.json"
+    print(f"Demo mode: the Protecto simulator on port {settings.SIMULATOR_PORT}, its scans kept in {state_file}")
+    command = [sys.executable, "-m", "demo.simulator", "--fd", str(listener_fd), "--quiet"]
+    command += ["--state-file", str(state_file)]
     # The simulator must accept exactly the token the dashboard presents, whatever SIMULATOR_TOKEN says.
-    command = [sys.executable, "-m", "demo.simulator", "--port", str(port)]
-    start_child(children, "simulator", command, env={"SIMULATOR_TOKEN": settings.PROTECTO_AUTH_TOKEN})
-    wait_for_port("127.0.0.1", port, children)
+    env = {"SIMULATOR_TOKEN": settings.PROTECTO_AUTH_TOKEN}
+    start_child(children, "simulator", command, cwd=REPO_ROOT, env=env, pass_fds=(listener_fd,), stop_last=True)
+    headers = {"Authorization": f"Bearer {settings.PROTECTO_AUTH_TOKEN}"}
+    wait_for_http(f"{settings.PROTECTO_API_URL}/_sim/state", children, SIMULATOR_WAIT_SECONDS, headers=headers)
     try:
         seed_demo()
     except DemoError as exc:
         raise RunError(f"demo scans: {exc}") from None
 
 
-def start_dashboard(children: list[Child], options: argparse.Namespace) -> str:
-    """Start gunicorn, a Celery worker, Celery beat and the watchdog; return the web address."""
+def start_dashboard(children: list[Child], options: argparse.Namespace, listener_fd: int) -> None:
+    """Start gunicorn on the reserved web port, a Celery worker, Celery beat and the watchdog."""
     from django.conf import settings
 
     python = sys.executable
-    bind = f"{options.host}:{options.port}"
-    web = [python, "-m", "gunicorn", "dashboard.wsgi", "--bind", bind, "--access-logfile", "-"]
-    start_child(children, "web", [*web, "--workers", str(options.web_workers)])
-    celery = [python, "-m", "celery", "-A", "dashboard"]
-    start_child(children, "worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"])
-    schedule = settings.CELERY_BEAT_SCHEDULE_FILENAME
-    start_child(children, "beat", [*celery, "beat", "--loglevel", "INFO", "--schedule", schedule])
-    start_child(children, "watchdog", [python, "manage.py", "watchdog"])
-    return bind
+    quiet = settings.LOG_LEVEL != "DEBUG"
+    # gunicorn's INFO lines (booting, listening) repeat what the box at the end says; its warnings still show.
+    web = [python, "-m", "gunicorn", "dashboard.wsgi", "--bind", f"fd://{listener_fd}", "--no-control-socket"]
+    web += ["--workers", str(options.web_workers), "--log-level", "warning" if quiet else "debug"]
+    if options.access_log:
+        web += ["--access-logfile", "-"]
+    start_child(children, "web", web, cwd=REPO_ROOT, pass_fds=(listener_fd,))
+    # -q: no banners (about 30 lines); the log level is the dashboard's own. Celery's 8-line warning about root
+    # or sudo-group users is aimed at pickle, which this project never accepts (JSON only); on a developer's
+    # machine it would greet every start.
+    quiet_root = {"PYTHONWARNINGS": "ignore:You're running the worker with superuser privileges"}
+    celery = [python, "-m", "celery", "-A", "dashboard", "-q"]
+    loglevel = ["--loglevel", settings.LOG_LEVEL]
+    worker = [*celery, "worker", *loglevel, "--concurrency", "2"]
+    start_child(children, "worker", worker, cwd=REPO_ROOT, env=quiet_root)
+    schedule = ["--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]
+    start_child(children, "beat", [*celery, "beat", *loglevel, *schedule], cwd=REPO_ROOT, env=quiet_root)
+    start_child(children, "watchdog", [python, "manage.py", "watchdog"], cwd=REPO_ROOT)
 
 
-def first_exited(children: list[Child]) -> Child | None:
-    """The first child found to have exited, or None while all run."""
-    return next((child for child in children if child.process.poll() is not None), None)
-
-
-def _signal_group(child: Child, signum: int) -> bool:
-    """Send `signum` to the child's whole process group; False when nothing is left in it."""
-    try:
-        os.killpg(child.process.pid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_all(children: list[Child]) -> None:
-    """SIGTERM every child's process group, then kill what still runs after the grace period."""
-    # A second Ctrl-C must not cut the clean-up short and leave children behind.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for child in children:
-        _signal_group(child, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for child in children:
-        try:
-            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"{PROG}: the {child.name} process ignored SIGTERM; killing it", file=sys.stderr)
-    # Leftovers (a group whose leader died, or a leader that ignored SIGTERM) get until the deadline, then SIGKILL.
-    while any(_signal_group(child, 0) for child in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for child in children:
-        _signal_group(child, signal.SIGKILL)
-        if child.process.poll() is None:
-            child.process.kill()
-        child.process.wait()
-
-
-def supervise(options: argparse.Namespace) -> int:
+def supervise(options: argparse.Namespace, listeners: dict) -> int:
     """Start the children and watch them until Ctrl-C/SIGTERM (0) or until one of them dies (1)."""
     from django.conf import settings
 
+    from demo.feed import DemoFeed
+    from demo.login import login_box, login_ensure
+
     children: list[Child] = []
+    feed = None
     try:
+        login = login_ensure()
         if settings.DEMO_MODE:
-            start_demo(children)
-        bind = start_dashboard(children, options)
-        print(f"Dashboard on http://{bind}/  (Ctrl-C stops everything)", flush=True)
+            start_demo(children, listeners["simulator"].fileno())
+        start_dashboard(children, options, listeners["web"].fileno())
+        for listener in listeners.values():
+            listener.close()  # the children hold the ports now; a dead child must not leave them taken
+        url = f"http://{url_host(options.host)}:{options.port}/"
+        wait_for_http(f"{url}login/", children, WEB_WAIT_SECONDS)
+        print(login_box(login=login, url=url), flush=True)
+        if settings.DEMO_MODE:
+            feed = DemoFeed(every=options.demo_every).start()
         while (dead := first_exited(children)) is None:
             time.sleep(0.5)
         print(
@@ -238,7 +247,9 @@ def supervise(options: argparse.Namespace) -> int:
         print("\nStopping...", flush=True)
         return 0
     finally:
-        stop_all(children)
+        if feed is not None:
+            feed.stop()
+        stop_all(children, prog=PROG)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -251,18 +262,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C and a plain `kill` both stop everything, also when started from a shell that ignores SIGINT.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    listeners: dict = {}
     try:
-        if not port_free(options.host, options.port):
-            raise RunError(f"{options.host}:{options.port} is already in use; stop what runs there or pick --port")
+        demo = demo_mode_wanted(os.environ)
+        # Held from now until the children take them over: nothing else can take a port while we migrate.
+        listeners["web"] = reserve_port(options.host, options.port, hint="make run PORT=<another port>")
+        if demo:
+            hint = "make run SIMULATOR_PORT=<another port>"
+            listeners["simulator"] = reserve_port("127.0.0.1", options.simulator_port, hint=hint, what="simulator")
+        # The settings (in this process and every child) read the ports the runner was given.
+        os.environ.update(PORT=str(options.port), SIMULATOR_PORT=str(options.simulator_port))
         enable_demo_mode_if_no_api(os.environ)
         prepare_var(os.environ)
         setup_django()
-        return supervise(options)
+        return supervise(options, listeners)
     except RunError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        for listener in listeners.values():
+            listener.close()
 
 
 if __name__ == "__main__":

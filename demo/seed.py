@@ -1,9 +1,10 @@
 """Demo data: fill an empty demo dashboard with scans from the running simulator (demo mode only).
 
 A day of finished scans is pinned in the simulator with past timestamps, a few long-running ones are planned to
-stay busy, and the rest are started through the simulator's Data Scan Async endpoint exactly as a real client
-would start them; they move from PENDING to SUCCESS or FAILED within a minute or two. Everything is tracked
-through the product's own services, then refreshed once so the dashboard opens with statuses.
+stay busy, two are already stuck (waiting or running past the stuck limits), and the rest are started through
+the simulator's Data Scan Async endpoint exactly as a real client would start them; they move from PENDING to
+SUCCESS or FAILED within a minute or two. Everything is tracked through the product's own services, then
+refreshed once so the dashboard opens with statuses. demo/feed.py keeps adding scans while `make run` runs.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ FAILURES = [
 ]
 FINISHED = 14
 LONG_RUNNING = 3
+STUCK = 2
 LIVE = 23
 
 
@@ -60,8 +62,9 @@ def seed_demo(*, out: TextIO | None = None, rng: random.Random | None = None) ->
         out.write("Scans are tracked already; no demo scans added.\n")
         return 0
     rng = rng or random.Random()
-    specs = _finished_specs(rng) + _long_running_specs(rng)
-    _pin_in_simulator(specs)
+    stuck = [stuck_spec(running=n % 2 == 0, rng=rng) for n in range(STUCK)]
+    specs = _finished_specs(rng) + _long_running_specs(rng) + stuck
+    simulator_add_scans(specs)
     started = _start_live_scans(rng)
     for label, _, _ in JOBS:
         ids = [spec["tracking_id"] for spec in specs if spec["label"] == label]
@@ -70,8 +73,8 @@ def seed_demo(*, out: TextIO | None = None, rng: random.Random | None = None) ->
     # A first refresh now, so the dashboard opens with statuses rather than a page of UNKNOWN.
     run = scans_refresh_due()
     out.write(
-        f"Demo: {FINISHED} finished, {LONG_RUNNING} long-running and {len(started)} new scans registered; "
-        f"first refresh: {run.get_outcome_display()}.\n"
+        f"Demo: {FINISHED} finished, {LONG_RUNNING} long-running, {STUCK} stuck and {len(started)} new scans "
+        f"registered; first refresh: {run.get_outcome_display()}.\n"
     )
     return len(specs) + len(started)
 
@@ -120,8 +123,51 @@ def _long_running_specs(rng: random.Random) -> list[dict[str, Any]]:
     return specs
 
 
-def _pin_in_simulator(specs: list[dict[str, Any]]) -> None:
-    """Hand the scans to the simulator's control endpoint (the real API has no such thing)."""
+def stuck_spec(*, running: bool, rng: random.Random) -> dict[str, Any]:
+    """A scan already past the stuck limit (IN-PROGRESS if `running`, else PENDING) that stays so for a while.
+
+    Planned, not pinned: it waits or runs 20-30 minutes past the limit, then succeeds, as a scan that was only
+    slow would. The limits are the dashboard's own STUCK_* settings, so "stuck" is what the dashboard shows.
+    """
+    now = timezone.now()
+    label, source, objects = rng.choice(JOBS)
+    spec: dict[str, Any] = {
+        "tracking_id": str(uuid.uuid4()),
+        "label": label,
+        "data_source": source,
+        "object_name": objects,
+    }
+    if running:
+        limit = settings.STUCK_RUNNING_MINUTES * 60
+        spec.update(pending_seconds=60, running_seconds=limit + 30 * 60, outcome="SUCCESS")
+        # Started (submitted + 60 s) two minutes past the limit ago: stuck at the first refresh.
+        spec["submitted_at"] = (now - timedelta(seconds=limit + 120 + 60)).isoformat()
+    else:
+        limit = settings.STUCK_PENDING_MINUTES * 60
+        spec.update(pending_seconds=limit + 20 * 60, running_seconds=60, outcome="SUCCESS")
+        spec["submitted_at"] = (now - timedelta(seconds=limit + 120)).isoformat()
+    return spec
+
+
+def failing_spec(rng: random.Random) -> dict[str, Any]:
+    """A new scan that waits a little, runs under a minute and fails (the simulator words the error)."""
+    label, source, objects = rng.choice(JOBS)
+    return {
+        "tracking_id": str(uuid.uuid4()),
+        "label": label,
+        "data_source": source,
+        "object_name": objects,
+        "pending_seconds": rng.uniform(5, 20),
+        "running_seconds": rng.uniform(10, 50),
+        "outcome": "FAILED",
+    }
+
+
+def simulator_add_scans(specs: list[dict[str, Any]]) -> None:
+    """Hand scans to the simulator's control endpoint (the real API has no such thing); DemoError if refused.
+
+    A spec's "label" is the dashboard's, not the simulator's: it is left out of what is sent.
+    """
     body = [{key: value for key, value in spec.items() if key != "label"} for spec in specs]
     try:
         response = requests.post(

@@ -55,8 +55,11 @@ def alert_recipients(*, kind: str) -> list[str]:
 
 
 def active_snooze(*, now: datetime) -> AlertSnooze | None:
-    """The maintenance snooze in force at `now`, if any (the latest-ending one when they overlap)."""
-    return AlertSnooze.objects.filter(until__gt=now, ended_at__isnull=True).order_by("-until").first()
+    """The maintenance snooze in force at `now`, if any (the latest-ending one when they overlap).
+
+    A window scheduled for later holds nothing back yet: AlertSnooze.objects.active() is the one rule.
+    """
+    return AlertSnooze.objects.active(now).order_by("-until", "-pk").first()
 
 
 class Suppression:

@@ -22,7 +22,6 @@ from django.utils import timezone
 from scans.alert_detection import (
     DetectResult,
     Suppression,
-    active_snooze,
     alert_recipients,
     alerts_detect,
     poller_alerts_detect,
@@ -33,7 +32,7 @@ from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, Scan
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-__all__ = ["DetectResult", "active_snooze", "alert_recipients", "alerts_detect", "poller_alerts_detect"]
+__all__ = ["DetectResult", "alert_recipients", "alerts_detect", "poller_alerts_detect"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,12 +208,39 @@ def alerts_unmute(*, mute_id: int | None = None, scan: Scan | None = None) -> bo
     return deleted > 0
 
 
-def alerts_snooze(*, until: datetime, reason: str = "", user: User | None = None) -> AlertSnooze:
-    """Suppress every alert until `until` (a maintenance window)."""
-    return AlertSnooze.objects.create(until=until, reason=reason.strip()[:200], created_by=user)
+def alerts_snooze(
+    *,
+    until: datetime,
+    starts_at: datetime | None = None,
+    reason: str = "",
+    user: User | None = None,
+    now: datetime | None = None,
+) -> AlertSnooze:
+    """Suppress every alert from `starts_at` (default: now) until `until`: a maintenance window.
 
-
-def alerts_end_snooze(*, now: datetime | None = None) -> int:
-    """End the snooze in force now (it is kept, with ended_at, as the record of what it held back)."""
+    A start in the past is now: a window cannot hold back what was already sent.
+    """
     now = now or timezone.now()
-    return AlertSnooze.objects.filter(until__gt=now, ended_at__isnull=True).update(ended_at=now)
+    starts_at = max(starts_at or now, now)
+    if until <= starts_at:
+        raise ValueError("a snooze must end after it starts")
+    return AlertSnooze.objects.create(
+        starts_at=starts_at, until=until, reason=reason.strip()[:200], created_by=user, created_at=now
+    )
+
+
+def alerts_end_snooze(*, snooze_id: int, now: datetime | None = None) -> AlertSnooze | None:
+    """End one snooze now, or cancel it if it has not begun; None if it was already over or ended.
+
+    The row is kept, with ended_at, as the record of what it held back. Compare-and-set: of two clicks on
+    "End now" one ends it, the other is told it had already ended.
+    """
+    now = now or timezone.now()
+    if not AlertSnooze.objects.open(now).filter(pk=snooze_id).update(ended_at=now):
+        return None
+    return AlertSnooze.objects.get(pk=snooze_id)
+
+
+def alert_snooze_list(*, now: datetime) -> list[AlertSnooze]:
+    """The snoozes in force or still to come, soonest first, with their authors (the settings page's list)."""
+    return list(AlertSnooze.objects.open(now).select_related("created_by").order_by("starts_at", "pk"))

@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet, Sum
 
 from scans.models import Scan, ScanStatusTally, stuck_condition
+from scans.search import SearchTerms
 
 # The status chips' keys for each status (scans.selectors.CHIPS, less "all" and "stuck").
 STATUS_KEYS = {
@@ -28,7 +29,7 @@ TALLY_COMPACT_ROWS = 2000
 def tracked_status_counts(*, now: datetime) -> dict[str, int]:
     """The header's counts over every tracked scan: the trigger-kept tally, and a stuck count from one index.
 
-    Same keys as scan_status_counts; neither query reads the scans table's rows.
+    Same keys as scan_status_counts; no query reads the scans table's rows.
     """
     sums = _tally_sums()
     if any(row["n"] < 0 for row in sums):
@@ -42,6 +43,26 @@ def tracked_status_counts(*, now: datetime) -> dict[str, int]:
     counts = {key: by_status.get(status, 0) for status, key in STATUS_KEYS.items()}
     counts["all"] = sum(by_status.values())
     counts["stuck"] = stuck_count(Scan.objects.tracked(), now)
+    return counts
+
+
+def scan_status_counts(qs: QuerySet[Scan], *, now: datetime) -> dict[str, int]:
+    """How many scans of `qs` are in each status, and stuck, in one query."""
+    by_status = {key: Count("pk", filter=Q(status=status)) for status, key in STATUS_KEYS.items()}
+    return qs.aggregate(all=Count("pk"), stuck=Count("pk", filter=stuck_condition(now)), **by_status)
+
+
+def search_status_counts(*, terms: SearchTerms, now: datetime) -> dict[str, int]:
+    """The counts of the tracked scans a search matches: those with a matching label per status from the label
+    index (no row read), then those matched by tracking ID alone like any other filter."""
+    by_label = Scan.objects.tracked().filter(label__in=terms.labels)
+    per_status = dict(by_label.values_list("status").annotate(n=Count("*")).order_by())
+    counts = {key: per_status.get(status, 0) for status, key in STATUS_KEYS.items()}
+    counts["all"] = sum(per_status.values())
+    counts["stuck"] = stuck_count(by_label, now)
+    by_id_only = Scan.objects.tracked().filter(terms.tracking_id).exclude(label__in=terms.labels)
+    for key, count in scan_status_counts(by_id_only, now=now).items():
+        counts[key] += count
     return counts
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import re
-from datetime import date
+from datetime import date, datetime, time, timedelta
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
+from scans import id_input
 from scans.models import Alert, Scan, tracking_id_problem
 from scans.selectors import (
     DEFAULT_PER_PAGE,
@@ -20,12 +19,11 @@ from scans.selectors import (
     ScanFilters,
 )
 
-MAX_IDS_PER_SUBMISSION = 5000
+MAX_IDS_PER_SUBMISSION = id_input.MAX_ENTRIES
 # More than a page of the list can hold (100 rows), fewer than Django's 1,000-field limit on a request.
 MAX_SELECTED = 500
 MAX_CSV_BYTES = 2 * 1024 * 1024
 MAX_PAGE = 1_000_000
-_ID_SEPARATORS = re.compile(r"[\s,;]+")
 _NO_NUL = "null_characters_not_allowed"
 
 
@@ -186,29 +184,37 @@ class TrackingIdsChoiceField(forms.ModelMultipleChoiceField):
         return super().clean(values)
 
 
-def split_ids(text: str) -> list[str]:
-    """IDs pasted one per line, or separated by commas, semicolons or spaces."""
-    return [part for part in _ID_SEPARATORS.split(text) if part]
-
-
 class AddScansForm(forms.Form):
+    """Pasted IDs and/or a CSV file, read by scans.id_input into the IDs to add, the repeats and the rejects."""
+
     ids = forms.CharField(
         label="Tracking IDs",
         required=False,
+        strip=False,  # kept as typed, for the preview's Edit button; every entry is trimmed when read
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),
-        help_text="One per line, or separated by commas or spaces.",
+        help_text=(
+            "One per line, or separated by commas, semicolons or tabs. A pasted link to a scan, or a line like "
+            "tracking_id: …, gives its ID."
+        ),
     )
     csv_file = forms.FileField(
         label="Or a CSV file",
         required=False,
-        help_text="A column named tracking_id (and optionally label), or the IDs in the first column.",
+        help_text=(
+            "Comma, semicolon or tab separated. A column named Tracking ID (or tracking_id, id, scan id) and "
+            "optionally Label; without such a header, the IDs are read from the first column."
+        ),
     )
-    label = forms.CharField(label="Label", required=False, max_length=200)
+    label = forms.CharField(label="Label", required=False, max_length=id_input.MAX_LABEL)
 
-    def clean_csv_file(self) -> list[tuple[str, str]]:
+    csv_name = ""
+    preview_above = id_input.PREVIEW_ABOVE  # for the page's note on when it asks first
+
+    def clean_csv_file(self) -> str:
         upload = self.cleaned_data.get("csv_file")
         if not upload:
-            return []
+            return ""
+        self.csv_name = upload.name or ""
         if upload.size > MAX_CSV_BYTES:
             raise ValidationError(f"The CSV file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB.")
         try:
@@ -217,40 +223,54 @@ class AddScansForm(forms.Form):
             raise ValidationError("The CSV file is not UTF-8 text.") from None
         if "\x00" in text:  # not text at all (or UTF-16 without a BOM); PostgreSQL would refuse the labels
             raise ValidationError("The CSV file contains a NUL character: save it as CSV (UTF-8) text.")
-        return _csv_rows(text)
+        return text
 
     def clean(self) -> dict:
         data = super().clean()
-        entries = [(tracking_id, "") for tracking_id in split_ids(data.get("ids", ""))]
-        entries += data.get("csv_file") or []
-        if not entries and not self.errors:
+        if self.errors:
+            return data
+        try:
+            parsed = id_input.read(pasted=data.get("ids", ""), csv_text=data.get("csv_file", ""))
+        except id_input.IdInputError as exc:
+            self.add_error("csv_file", str(exc))
+            return data
+        if not parsed.size:
             raise ValidationError("Paste at least one tracking ID or choose a CSV file.")
-        if len(entries) > MAX_IDS_PER_SUBMISSION:
-            raise ValidationError(f"At most {MAX_IDS_PER_SUBMISSION} IDs at once; this has {len(entries)}.")
-        data["entries"] = entries
+        if parsed.size > MAX_IDS_PER_SUBMISSION:
+            raise ValidationError(f"At most {MAX_IDS_PER_SUBMISSION} IDs at once; this has {parsed.size}.")
+        data["parsed"] = parsed
         return data
 
+    def resubmission(self) -> dict[str, str]:
+        """What the preview posts back: the reading (to add) and the text as typed (to edit); after is_valid()."""
+        data = self.cleaned_data
+        return {
+            "parsed": data["parsed"].to_json(),
+            "label": data["label"],
+            "ids": data["ids"],
+            "csv_name": self.csv_name,
+        }
 
-def _csv_rows(text: str) -> list[tuple[str, str]]:
-    """(tracking ID, label) pairs from a CSV: a tracking_id/label header if there is one, else column one."""
-    try:
-        rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
-    except csv.Error as exc:
-        raise ValidationError(f"The CSV file could not be read: {exc}") from None
-    if not rows:
-        raise ValidationError("The CSV file has no rows.")
-    header = [cell.strip().lower() for cell in rows[0]]
-    id_column, label_column = 0, None
-    if "tracking_id" in header:
-        id_column = header.index("tracking_id")
-        label_column = header.index("label") if "label" in header else None
-        rows = rows[1:]
-    entries = []
-    for row in rows:
-        tracking_id = row[id_column].strip() if id_column < len(row) else ""
-        label = row[label_column].strip() if label_column is not None and label_column < len(row) else ""
-        entries.append((tracking_id, label))
-    return entries
+
+class AddScansConfirmForm(forms.Form):
+    """The preview's "Add" button: the reading it showed, posted back and checked again."""
+
+    parsed = forms.CharField(widget=forms.HiddenInput)
+    label = forms.CharField(required=False, max_length=id_input.MAX_LABEL)
+
+    def clean_parsed(self) -> id_input.IdInput:
+        try:
+            return id_input.IdInput.from_json(self.cleaned_data["parsed"])
+        except id_input.IdInputError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class AddScansEditForm(forms.Form):
+    """The preview's "Edit" button: the text as typed, to put back in the Add form."""
+
+    ids = forms.CharField(required=False, strip=False)
+    label = forms.CharField(required=False, max_length=id_input.MAX_LABEL)
+    csv_name = forms.CharField(required=False, max_length=255)
 
 
 class LabelForm(forms.Form):
@@ -297,20 +317,82 @@ class MuteForm(forms.Form):
         return data
 
 
-class SnoozeForm(forms.Form):
-    """A maintenance window: no alert is sent until its end, which must be in the future."""
+# The farthest ahead a window may end: far enough to schedule next quarter's maintenance, near enough that a
+# forgotten snooze does not silence alerts for good, and far from the last date a database can hold.
+SNOOZE_MAX_AHEAD = timedelta(days=90)
+SNOOZE_MORNING = time(8, 0)
+_CUSTOM = "custom"
 
+
+class SnoozeForm(forms.Form):
+    """A maintenance window: a preset (1 h, 4 h, until 08:00 tomorrow) or custom times, in the viewer's time zone.
+
+    Times are read in the zone the request activated (dashboard.middleware.ViewerTimeZoneMiddleware) and named in
+    the labels; after is_valid(), cleaned_data["starts_at"] and ["until"] are aware datetimes, stored in UTC.
+    """
+
+    preset = forms.ChoiceField(
+        label="Snooze",
+        initial="1h",
+        widget=forms.RadioSelect,
+        choices=[
+            ("1h", "For 1 hour"),
+            ("4h", "For 4 hours"),
+            ("morning", "Until 08:00 tomorrow"),
+            (_CUSTOM, "Custom"),
+        ],
+        error_messages={"required": "Choose how long to snooze."},
+    )
+    starts_at = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Blank: now.",
+    )
     until = forms.DateTimeField(
-        label="Until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+        required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
     )
     reason = forms.CharField(required=False, max_length=200)
 
-    def __init__(self, *args, now=None, **kwargs) -> None:
+    def __init__(self, *args, now: datetime, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.now = now
+        self.zone = timezone.get_current_timezone()
+        zone_name = timezone.get_current_timezone_name()
+        self.fields["starts_at"].label = f"From ({zone_name})"
+        self.fields["until"].label = f"Until ({zone_name})"
+        morning = self._morning()
+        self.fields["preset"].choices = [
+            (value, f"{text} ({morning:%a %d %b})" if value == "morning" else text)
+            for value, text in self.fields["preset"].choices
+        ]
 
-    def clean_until(self):
-        until = self.cleaned_data["until"]
-        if self.now and until <= self.now:
+    def _morning(self) -> datetime:
+        """08:00 tomorrow on the viewer's clock (a DST change tonight is taken into account by the zone)."""
+        tomorrow = timezone.localtime(self.now, self.zone).date() + timedelta(days=1)
+        return datetime.combine(tomorrow, SNOOZE_MORNING, tzinfo=self.zone)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        preset = data.get("preset")
+        if self.errors or not preset:
+            return data
+        starts_at, until = data.get("starts_at"), data.get("until")
+        if preset != _CUSTOM:
+            if starts_at or until:
+                raise ValidationError("Choose “Custom” to use the From and Until times, or clear them.")
+            hours = {"1h": 1, "4h": 4}.get(preset)
+            data["starts_at"] = self.now
+            data["until"] = self.now + timedelta(hours=hours) if hours else self._morning()
+            return data
+        if until is None:
+            raise ValidationError("Give the end of the snooze (Until).")
+        # A start a moment ago (the form took a while to fill in) means now.
+        starts_at = max(starts_at or self.now, self.now)
+        if until <= self.now:
             raise ValidationError("The end of the snooze must be in the future.")
-        return until
+        if until <= starts_at:
+            raise ValidationError("The end of the snooze must be after its start.")
+        if until > self.now + SNOOZE_MAX_AHEAD:
+            raise ValidationError(f"A snooze must end within {SNOOZE_MAX_AHEAD.days} days.")
+        data["starts_at"], data["until"] = starts_at, until
+        return data

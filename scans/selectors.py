@@ -1,23 +1,21 @@
-"""Reads for the pages: the filtered, sorted, counted querysets and the header's figures."""
+"""Reads for the pages: the filtered, sorted, counted querysets (the header's figures: scans.header_stats)."""
 
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import astuple, dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
-from django.db.models import CharField, Count, F, FloatField, Func, Max, Q, QuerySet
+from django.db.models import Exists, F, FloatField, Func, Max, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 from django.utils.functional import cached_property
 
-from scans.counts import tracked_status_counts
-from scans.models import Alert, AlertMute, RefreshRun, Scan, StatusChange, stuck_condition
+from scans.counts import scan_status_counts, search_status_counts, tracked_status_counts
+from scans.models import Alert, AlertMute, Scan, StatusChange, stuck_condition
 from scans.poller_health import PollerHealth, human_age, poller_health
-from scans.search import scan_search_condition
+from scans.search import SearchTerms, scan_search_condition, search_terms, tracked_labels
 
 __all__ = ["PollerHealth", "human_age", "poller_health", "tracked_status_counts"]
 
@@ -52,21 +50,6 @@ class SecondsBetween(Func):
     def as_postgresql(self, compiler, connection, **extra):
         template = "EXTRACT(EPOCH FROM (%(expressions)s))"
         return self.as_sql(compiler, connection, template=template, arg_joiner=" - ", **extra)
-
-
-class UtcHour(Func):
-    """The hour a UTC timestamp falls in, as text "YYYY-MM-DD HH", computed natively (Django's Trunc is a Python
-    function called per row on SQLite). SQLite stores timestamps as UTC text, so the hour is its first 13 chars."""
-
-    output_field = CharField()
-    arity = 1
-
-    def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template="substr(%(expressions)s, 1, 13)", **extra)
-
-    def as_postgresql(self, compiler, connection, **extra):
-        template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')"
-        return self.as_sql(compiler, connection, template=template, **extra)
 
 
 def run_seconds() -> SecondsBetween:
@@ -119,11 +102,14 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def scans_matching(*, filters: ScanFilters) -> QuerySet[Scan]:
-    """Scans matching every filter except the status (the chips count per status over this set)."""
+def scans_matching(*, filters: ScanFilters, terms: SearchTerms | None = None) -> QuerySet[Scan]:
+    """Scans matching every filter except the status (the chips count per status over this set).
+
+    `terms`: the search split by _search_terms(), for its label half to be read from the label index.
+    """
     qs = Scan.objects.archived() if filters.archived else Scan.objects.tracked()
     if filters.q:
-        qs = qs.filter(scan_search_condition(filters.q))
+        qs = qs.filter(terms.condition() if terms else scan_search_condition(filters.q))
     if filters.source:
         qs = qs.filter(data_source=filters.source)
     if filters.submitted_from:
@@ -133,21 +119,13 @@ def scans_matching(*, filters: ScanFilters) -> QuerySet[Scan]:
     return qs
 
 
-def scan_status_counts(qs: QuerySet[Scan], *, now: datetime) -> dict[str, int]:
-    """How many scans of `qs` are in each status, and stuck, in one query."""
-    by_status = {
-        key: Count("pk", filter=Q(status=status)) for key, _, status in CHIPS if status and status != STUCK
-    }
-    return qs.aggregate(all=Count("pk"), stuck=Count("pk", filter=stuck_condition(now)), **by_status)
-
-
 # Counts are kept this long, keyed by scans_version(): any change to a scan makes a new key at once. The time
 # bucket is in the key too, so the stuck count (which moves with the clock alone) and a delete (which leaves
 # scans_version() alone) are at most this many seconds behind.
 COUNTS_CACHE_SECONDS = 10
 
 
-def _cached_counts(name: str, key_parts: tuple, read, *, now: datetime, version: str | None = None):
+def cached_counts(name: str, key_parts: tuple, read, *, now: datetime, version: str | None = None):
     """read(), shared by every request and poll until a scan changes (`version`) or the time bucket turns."""
     bucket = int(now.timestamp()) // COUNTS_CACHE_SECONDS
     parts = hashlib.sha256(repr(key_parts).encode()).hexdigest()[:24]
@@ -269,26 +247,45 @@ LIST_COLUMNS = (
 MAX_LISTED = 10_000
 
 
-def scan_list_counts(*, filters: ScanFilters, now: datetime, version: str | None = None) -> dict[str, int]:
+def _search_terms(filters: ScanFilters, *, now: datetime, version: str) -> SearchTerms | None:
+    """The search of tracked scans split in two (scans.search), the distinct labels cached like the counts;
+    None without a search, in the archive, or with too many labels."""
+    if not filters.q or filters.archived:
+        return None
+    read = lambda: {"labels": tracked_labels()}  # noqa: E731  (a dict: None is not cached)
+    labels = cached_counts("labels", (), read, now=now, version=version)["labels"]
+    return None if labels is None else search_terms(filters.q, labels=labels)
+
+
+def scan_list_counts(
+    *, filters: ScanFilters, now: datetime, version: str | None = None, terms: SearchTerms | None = None
+) -> dict[str, int]:
     """The chips' counts for these filters, cached (see COUNTS_CACHE_SECONDS); `version`: scans_version().
 
-    Without a search, source or date filter they are the header's counts: a GROUP BY over one index.
+    Without a search, source or date filter they are the header's counts: a GROUP BY over one index. With a
+    search alone, its label half is counted from the label index (`terms`, see _search_terms).
     """
     narrowed = replace(filters, status="", sort=DEFAULT_SORT, page=1, per_page=DEFAULT_PER_PAGE)
     if narrowed == ScanFilters():
-        return _cached_counts("counts", (), lambda: tracked_status_counts(now=now), now=now, version=version)
-    matching = scans_matching(filters=filters)
-    read = lambda: scan_status_counts(matching, now=now)  # noqa: E731
-    return _cached_counts("counts", astuple(narrowed), read, now=now, version=version)
+        return cached_counts("counts", (), lambda: tracked_status_counts(now=now), now=now, version=version)
+    if terms and narrowed == ScanFilters(q=filters.q):
+        read = lambda: search_status_counts(terms=terms, now=now)  # noqa: E731
+    else:
+        matching = scans_matching(filters=filters, terms=terms)
+        read = lambda: scan_status_counts(matching, now=now)  # noqa: E731
+    return cached_counts("counts", astuple(narrowed), read, now=now, version=version)
 
 
 def scan_list_for_dashboard(*, filters: ScanFilters, now: datetime) -> ScanListPage:
     """One page of the list (at most MAX_LISTED rows deep), the per-status counts, and the version they show."""
     version = scans_version()
-    counts = scan_list_counts(filters=filters, now=now, version=version)
-    matching = _with_status(scans_matching(filters=filters), filters.status, now).only(*LIST_COLUMNS)
-    # The poll row's last check, joined by primary key for the page's rows only (scan.checked_at).
-    matching = matching.annotate(checked_at=F("poll__last_checked_at"))
+    terms = _search_terms(filters, now=now, version=version)
+    counts = scan_list_counts(filters=filters, now=now, version=version, terms=terms)
+    matching = _with_status(scans_matching(filters=filters, terms=terms), filters.status, now)
+    matching = matching.only(*LIST_COLUMNS)
+    # The poll row's last check, joined by primary key for the page's rows only (scan.checked_at), and the
+    # muted markers, two index lookups per row of the page inside the same query.
+    matching = matching.annotate(checked_at=F("poll__last_checked_at"), **mute_flags())
     total = counts[_chip(filters.status)]
     if filters.sort == PROBLEMS_FIRST:
         rows = _problems_first(matching, filters, counts, now)
@@ -306,8 +303,20 @@ def scans_version() -> str:
 
 
 def scan_by_tracking_id(tracking_id: str) -> Scan | None:
-    """The scan with this tracking ID, or None."""
-    return Scan.objects.filter(tracking_id=tracking_id).select_related("poll").first()
+    """The scan with this tracking ID (with its muted markers, see mute_flags()), or None."""
+    return Scan.objects.filter(tracking_id=tracking_id).select_related("poll").annotate(**mute_flags()).first()
+
+
+def mute_flags() -> dict[str, Exists]:
+    """Annotations for a scan queryset: `muted_scan` (the scan is muted) and `muted_label` (its label is).
+
+    The same two mutes alert detection honours (scans.alert_detection.Suppression); each is one lookup in a
+    unique index of AlertMute, so a page of rows costs no query of its own.
+    """
+    return {
+        "muted_scan": Exists(AlertMute.objects.filter(scan=OuterRef("pk"))),
+        "muted_label": Exists(AlertMute.objects.filter(label=OuterRef("label")).exclude(label="")),
+    }
 
 
 DATA_SOURCES_CACHE_SECONDS = 60
@@ -321,109 +330,6 @@ def data_sources() -> list[str]:
         return list(named.values_list("data_source", flat=True).distinct())
 
     return cache.get_or_set("scans:data-sources", read, DATA_SOURCES_CACHE_SECONDS)
-
-
-@dataclass
-class HourBar:
-    start: datetime
-    succeeded: int = 0
-    failed: int = 0
-
-
-@dataclass
-class HeaderStats:
-    counts: dict[str, int]
-    finished_24h: int = 0
-    failed_24h: int = 0
-    p50_run_seconds: float | None = None
-    p95_run_seconds: float | None = None
-    hours: list[HourBar] = field(default_factory=list)
-    poller: PollerHealth | None = None
-
-    @property
-    def failure_rate(self) -> float | None:
-        return self.failed_24h / self.finished_24h if self.finished_24h else None
-
-    @property
-    def last_run(self) -> RefreshRun | None:
-        return self.poller.last_run if self.poller else None
-
-    @property
-    def last_success_at(self) -> datetime | None:
-        return self.poller.last_success_at if self.poller else None
-
-    @property
-    def api_failing(self) -> bool:
-        return bool(self.poller and self.poller.api_failing)
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of already sorted values."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-# The 24 h figures (rate, percentiles, the hourly chart) are recomputed when a scan finishes (the finished counts
-# are in the key, so they never disagree with the counts beside them) and otherwise at most this often, as the
-# day's window moves on.
-DAY_CACHE_SECONDS = 60
-
-
-def dashboard_header_stats(*, now: datetime) -> HeaderStats:
-    """Counts per status, the last 24 h of completions (rate, percentiles, per hour) and the poller's health.
-
-    The counts are cached like the list's; the 24 h figures until a scan finishes or DAY_CACHE_SECONDS pass; the
-    poller's health is read every time.
-    """
-    counts = _cached_counts("counts", (), lambda: tracked_status_counts(now=now), now=now)
-    minute = int(now.timestamp()) // DAY_CACHE_SECONDS
-    key = f"scans:day:{minute}:{counts['success']}:{counts['failed']}"
-    stats = cache.get_or_set(key, lambda: _last_day(now=now), DAY_CACHE_SECONDS * 2)
-    return replace(stats, counts=counts, poller=poller_health(now=now))
-
-
-def _last_day(*, now: datetime) -> HeaderStats:
-    """The 24 h figures: completions per hour, the failure rate's parts, run time percentiles."""
-    stats = HeaderStats(counts={})
-    first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
-    stats.hours = [HourBar(start=first_hour + timedelta(hours=n)) for n in range(24)]
-    finished = Scan.objects.finished().filter(ended_at__gte=first_hour)
-    # Summed and ranked by the database: a day of finished scans never travels to Python.
-    per_hour = finished.annotate(hour=UtcHour("ended_at")).values_list("hour", "status")
-    for hour, status, n in per_hour.annotate(n=Count("*")).order_by():
-        start = datetime.strptime(hour, "%Y-%m-%d %H").replace(tzinfo=UTC)
-        bar = stats.hours[min(23, int((start - first_hour).total_seconds() // 3600))]
-        stats.finished_24h += n
-        if status == Scan.Status.FAILED:
-            stats.failed_24h += n
-            bar.failed += n
-        else:
-            bar.succeeded += n
-    timed = finished.filter(started_at__isnull=False).annotate(seconds=run_seconds())
-    ranked = timed.order_by("seconds").values_list("seconds", flat=True)
-    total = timed.count()
-    for attribute, fraction in (("p50_run_seconds", 0.50), ("p95_run_seconds", 0.95)):
-        if total:  # nearest rank, as percentile() does
-            setattr(stats, attribute, max(ranked[max(1, math.ceil(fraction * total)) - 1], 0.0))
-    return stats
-
-
-def dashboard_last_run() -> RefreshRun | None:
-    """The most recent refresh cycle, running or finished."""
-    return RefreshRun.objects.first()
-
-
-def header_version(*, now: datetime | None = None) -> str:
-    """Changes when a scan changes, a refresh cycle ends, or the poller goes stale (then every minute it stays so).
-
-    Staleness is in the token because a dead poller changes nothing else: without it an open page would never
-    learn that its figures stopped being current.
-    """
-    now = now or timezone.now()
-    run = RefreshRun.objects.exclude(outcome=RefreshRun.Outcome.RUNNING).values_list("pk", flat=True).first()
-    return f"{scans_version()}-{run or 0}-{poller_health(now=now).version_key}"
 
 
 @dataclass

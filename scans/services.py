@@ -21,11 +21,12 @@ class TrackResult:
 
     added: list[str] = field(default_factory=list)
     already_tracked: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)  # given again in the same call: only the first counts
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
 def scans_track(*, ids: Iterable[str], label: str = "", now: datetime | None = None) -> TrackResult:
-    """Start tracking the valid IDs; report duplicates and rejects without failing the others."""
+    """Start tracking the valid IDs; report repeats, already tracked IDs and rejects without failing the others."""
     now = now or timezone.now()
     result = TrackResult()
     wanted: dict[str, None] = {}
@@ -35,7 +36,7 @@ def scans_track(*, ids: Iterable[str], label: str = "", now: datetime | None = N
         if problem:
             result.rejected.append((raw, problem))
         elif tracking_id in wanted:
-            result.already_tracked.append(tracking_id)
+            result.repeated.append(tracking_id)
         else:
             wanted[tracking_id] = None
     existing = set(Scan.objects.filter(tracking_id__in=list(wanted)).values_list("tracking_id", flat=True))
@@ -69,6 +70,7 @@ def scans_track_entries(*, entries: Iterable[tuple[str, str]], label: str = "") 
         result = scans_track(ids=ids, label=group_label)
         merged.added += result.added
         merged.already_tracked += result.already_tracked
+        merged.repeated += result.repeated
         merged.rejected += result.rejected
     return merged
 

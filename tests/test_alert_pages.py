@@ -165,10 +165,11 @@ def test_resend_needs_a_login_and_a_post(client, operator_client, outbox):
 def test_the_alerts_page_shows_an_active_snooze(viewer_client, settings):
     alerts_snooze(until=timezone.now() + timedelta(hours=1), reason="Protecto maintenance")
 
-    text = page_text(alerts_page(viewer_client))
+    banner = parse_html(alerts_page(viewer_client)).select_one('[data-maintenance="active"]')
 
-    assert "All alerts are snoozed until" in text
-    assert "(Protecto maintenance)" in text
+    assert banner is not None
+    assert "Alerts snoozed until" in banner.get_text()
+    assert banner.get_text().strip().endswith(": Protecto maintenance")
 
 
 # --- A scan's page --------------------------------------------------------------------------------------------
@@ -235,7 +236,10 @@ SETTINGS = "/alerts/settings/"
 SUBSCRIPTION = "/alerts/settings/subscription/"
 MUTES = "/alerts/mutes/"
 SNOOZE = "/alerts/snooze/"
-SNOOZE_END = "/alerts/snooze/end/"
+
+
+def snooze_end_url(snooze_id: int) -> str:
+    return f"/alerts/snooze/{snooze_id}/end/"
 
 
 def unmute_url(mute: AlertMute) -> str:
@@ -346,32 +350,34 @@ def test_an_operator_removes_a_mute(operator_client):
     assert "That mute had already been removed." in page_text(again)
 
 
-def test_an_operator_snoozes_all_alerts_and_ends_the_snooze(operator_client):
-    until = (timezone.now() + timedelta(hours=2)).replace(second=0, microsecond=0)
+def test_an_operator_snoozes_all_alerts_for_a_custom_time_and_ends_the_snooze(operator_client, now):
+    until = (now + timedelta(hours=2)).replace(second=0)
 
     response = operator_client.post(
-        SNOOZE, {"until": until.strftime("%Y-%m-%dT%H:%M"), "reason": "DB upgrade"}, follow=True
+        SNOOZE,
+        {"preset": "custom", "until": until.strftime("%Y-%m-%dT%H:%M"), "reason": "DB upgrade"},
+        follow=True,
     )
 
     text = page_text(response)
     assert f"All alerts are snoozed until {until:%Y-%m-%d %H:%M} UTC." in text
-    assert SNOOZE_END in form_actions(response)
     snooze = AlertSnooze.objects.get()
-    assert (snooze.until, snooze.reason) == (until, "DB upgrade")
+    assert (snooze.starts_at, snooze.until, snooze.reason) == (now, until, "DB upgrade")
+    assert snooze_end_url(snooze.pk) in form_actions(response)
 
-    response = operator_client.post(SNOOZE_END, follow=True)
+    response = operator_client.post(snooze_end_url(snooze.pk), follow=True)
 
     assert "Snooze ended: alerts are on again." in page_text(response)
     assert "Alerts are on." in page_text(response)
-    assert AlertSnooze.objects.get().ended_at is not None
-    again = operator_client.post(SNOOZE_END, follow=True)
-    assert "No snooze was in force." in page_text(again)
+    assert AlertSnooze.objects.get().ended_at == now
+    again = operator_client.post(snooze_end_url(snooze.pk), follow=True)
+    assert "That snooze had already ended." in page_text(again)
 
 
 def test_a_snooze_ending_in_the_past_is_refused(operator_client):
     past = timezone.now() - timedelta(minutes=5)
 
-    response = operator_client.post(SNOOZE, {"until": past.strftime("%Y-%m-%dT%H:%M")})
+    response = operator_client.post(SNOOZE, {"preset": "custom", "until": past.strftime("%Y-%m-%dT%H:%M")})
 
     assert response.status_code == 400
     assert "The end of the snooze must be in the future." in page_text(response)
@@ -382,7 +388,7 @@ def test_a_snooze_ending_in_the_past_is_refused(operator_client):
 OPERATE_POSTS = ["mute", "unmute", "snooze", "end-snooze"]
 
 
-def settings_post(client, what: str, mute: AlertMute):
+def settings_post(client, what: str, mute: AlertMute, snooze: AlertSnooze | None = None):
     """One settings operation with valid input: `what` is "subscription" or one of OPERATE_POSTS."""
     if what == "subscription":
         return client.post(SUBSCRIPTION, {"kinds": ["failed"]})
@@ -391,8 +397,8 @@ def settings_post(client, what: str, mute: AlertMute):
     if what == "unmute":
         return client.post(unmute_url(mute))
     if what == "snooze":
-        return client.post(SNOOZE, {"until": in_an_hour()})
-    return client.post(SNOOZE_END)
+        return client.post(SNOOZE, {"preset": "1h"})
+    return client.post(snooze_end_url(snooze.pk if snooze else 1))
 
 
 @pytest.mark.parametrize("what", OPERATE_POSTS)
@@ -400,7 +406,7 @@ def test_a_viewer_cannot_mute_or_snooze(viewer_client, what):
     mute = alerts_mute(label="crm")
     snooze = alerts_snooze(until=timezone.now() + timedelta(hours=1))
 
-    response = settings_post(viewer_client, what, mute)
+    response = settings_post(viewer_client, what, mute, snooze)
 
     assert response.status_code == 403
     assert list(AlertMute.objects.all()) == [mute]
@@ -420,7 +426,7 @@ def test_every_settings_operation_needs_a_login(client, what):
 
 
 @pytest.mark.parametrize(
-    "url", [SUBSCRIPTION, MUTES, "/alerts/mutes/1/delete/", SNOOZE, SNOOZE_END], ids=lambda url: url
+    "url", [SUBSCRIPTION, MUTES, "/alerts/mutes/1/delete/", SNOOZE, snooze_end_url(1)], ids=lambda url: url
 )
 def test_every_settings_operation_answers_only_a_post(operator_client, url):
     assert operator_client.get(url).status_code == 405

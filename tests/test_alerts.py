@@ -23,7 +23,7 @@ from scans.alerts import (
     alerts_snooze,
     alerts_unmute,
 )
-from scans.models import Alert, AlertSubscription, RefreshRun, Scan
+from scans.models import Alert, AlertSnooze, AlertSubscription, RefreshRun, Scan
 from scans.refresh import scans_refresh_due
 from scans.services import scans_track
 from tests.factories import make_scan
@@ -465,14 +465,14 @@ def test_a_reported_outage_gets_its_recovery_even_if_a_later_alert_about_it_was_
         cycle()
     assert subjects(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
 
-    alerts_snooze(until=T0 + timedelta(minutes=10))
+    snooze = alerts_snooze(until=T0 + timedelta(minutes=10))
     simulator.configure(error_rate=0.0)
     protecto_settings.PROTECTO_AUTH_TOKEN = "wrong-token-abcdef"  # the same outage, now the token is refused
     clock.at(seconds=90)
     cycle()
     assert Alert.objects.get(kind=Alert.Kind.API_AUTH).state == Alert.State.SUPPRESSED
 
-    alerts_end_snooze()
+    alerts_end_snooze(snooze_id=snooze.pk)
     protecto_settings.PROTECTO_AUTH_TOKEN = simulator.config.token
     clock.at(seconds=120)
     cycle()
@@ -644,6 +644,82 @@ def test_muted_alerts_muted_labels_and_a_snooze_send_nothing_and_show_as_suppres
 
     # A recovery from an outage nobody was told about would only confuse: it is not sent either.
     assert subjects(inbox)[1:] == ["[Scan FAILED] after-snooze"]
+
+
+def test_a_scheduled_window_holds_back_alerts_only_between_its_start_and_its_end(inbox, simulator, clock):
+    window = alerts_snooze(starts_at=T0 + timedelta(minutes=30), until=T0 + timedelta(hours=1), reason="upgrade")
+
+    def fail_now(tracking_id: str) -> None:
+        simulator.add_scan(tracking_id, status="FAILED")
+        scans_track(ids=[tracking_id])
+        cycle()
+
+    fail_now("before-the-window")
+    clock.at(minutes=29, seconds=59)
+    fail_now("just-before-the-window")
+    clock.at(minutes=30)
+    fail_now("when-it-starts")
+    clock.at(minutes=59, seconds=59)
+    fail_now("just-before-it-ends")
+    clock.at(hours=1)
+    fail_now("when-it-ends")
+
+    assert subjects(inbox) == [
+        "[Scan FAILED] before-the-window",
+        "[Scan FAILED] just-before-the-window",
+        "[Scan FAILED] when-it-ends",
+    ]
+    held = Alert.objects.filter(state=Alert.State.SUPPRESSED)
+    assert sorted(held.values_list("scan__tracking_id", "snooze", "suppressed_reason")) == [
+        ("just-before-it-ends", window.pk, "snoozed until 2026-11-28 10:00 UTC"),
+        ("when-it-starts", window.pk, "snoozed until 2026-11-28 10:00 UTC"),
+    ]
+
+
+def test_a_window_ended_early_or_cancelled_before_it_starts_holds_nothing_back_after(inbox, simulator, clock):
+    in_force = alerts_snooze(until=T0 + timedelta(hours=1))
+    later = alerts_snooze(starts_at=T0 + timedelta(hours=2), until=T0 + timedelta(hours=3))
+    simulator.add_scan("during", status="FAILED")
+    scans_track(ids=["during"])
+    cycle()
+
+    clock.at(minutes=10)
+    assert alerts_end_snooze(snooze_id=in_force.pk).ended_at == T0 + timedelta(minutes=10)
+    assert alerts_end_snooze(snooze_id=in_force.pk) is None  # a second "End now" changes nothing
+    simulator.add_scan("after-end-now", status="FAILED")
+    scans_track(ids=["after-end-now"])
+    cycle()
+    assert alerts_end_snooze(snooze_id=later.pk) is not None
+    clock.at(hours=2, minutes=30)
+    simulator.add_scan("in-cancelled-window", status="FAILED")
+    scans_track(ids=["in-cancelled-window"])
+    cycle()
+
+    assert subjects(inbox) == ["[Scan FAILED] after-end-now", "[Scan FAILED] in-cancelled-window"]
+    assert Alert.objects.get(scan__tracking_id="during").state == Alert.State.SUPPRESSED
+
+
+def test_only_a_window_that_has_begun_and_not_ended_is_active(clock):
+    now = T0
+    began = alerts_snooze(until=now + timedelta(hours=1))
+    scheduled = alerts_snooze(starts_at=now + timedelta(hours=1), until=now + timedelta(hours=2))
+    ended = alerts_end_snooze(snooze_id=alerts_snooze(until=now + timedelta(hours=1)).pk)
+    clock.at(seconds=1)
+    now = T0 + timedelta(seconds=1)
+    over = AlertSnooze.objects.create(starts_at=now - timedelta(hours=2), until=now - timedelta(hours=1))
+
+    assert list(AlertSnooze.objects.active(now)) == [began]
+    assert list(AlertSnooze.objects.scheduled(now)) == [scheduled]
+    every = [began, scheduled, ended, over]
+    assert [snooze for snooze in every if snooze.is_active(now)] == [began]
+    assert [snooze for snooze in every if snooze.is_scheduled(now)] == [scheduled]
+    assert alert_detection.active_snooze(now=now) == began
+    assert alert_detection.active_snooze(now=now + timedelta(hours=1, seconds=30)) == scheduled
+
+
+def test_the_database_refuses_a_window_that_ends_before_it_starts():
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AlertSnooze.objects.create(starts_at=T0 + timedelta(hours=1), until=T0)
 
 
 def test_a_scan_still_stuck_and_an_api_still_down_when_the_snooze_ends_are_alerted_then(inbox, simulator, clock):

@@ -271,9 +271,14 @@ def test_an_operator_pastes_ids_and_sees_what_became_of_each(
     )
     page.fill("#id_label", "Q4 PII audit")
     page.get_by_role("button", name="Add and refresh").click()
+    # A rejected entry means a preview first; it lists the entry with its reason before anything is added.
+    preview = page.get_by_role("region", name="Preview")
+    expect(preview).to_contain_text("1 to add, 1 already tracked, 0 repeated in this paste, 1 rejected")
+    assert not Scan.objects.filter(tracking_id="e4d3c2b1-new0-4a5b-8c7d-112233445566").exists()
+    preview.get_by_role("button", name="Add 1 scan").click()
 
     results = page.get_by_role("region", name="Results")
-    expect(results.get_by_role("heading")).to_have_text("1 added, 1 already tracked, 1 rejected")
+    expect(results.get_by_role("heading")).to_have_text("1 added, 1 already tracked, 0 repeated, 1 rejected")
     result_rows = results.locator("tbody tr")
     expect(result_rows.filter(has_text="e4d3c2b1-new0-4a5b-8c7d-112233445566")).to_contain_text("Added")
     expect(result_rows.filter(has_text="a1b2c3d4-old0-4e5f-8a9b-665544332211")).to_contain_text("Already tracked")

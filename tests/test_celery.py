@@ -88,7 +88,9 @@ def test_a_worker_process_on_redis_runs_the_refresh_end_to_end(redis_url, simula
         text=True,
     )
     try:
-        Celery("producer", broker=redis_url).send_task("scans.tasks.refresh_due_scans", queue=queue)
+        Celery("producer", broker=redis_url, set_as_current=False).send_task(
+            "scans.tasks.refresh_due_scans", queue=queue
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not RefreshRun.objects.exclude(outcome="running").exists():
             assert worker.poll() is None, worker.stdout.read()

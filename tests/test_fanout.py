@@ -221,13 +221,16 @@ def test_two_worker_processes_share_one_cycle_and_poll_each_due_scan_once(redis_
         "PROTECTO_BATCH_SIZE": "5",
         "REFRESH_MAX_BATCHES_IN_FLIGHT": "3",
         "VAR_DIR": str(tmp_path),
+        "LOG_LEVEL": "DEBUG",  # the "task succeeded" lines counted below are hidden at INFO
     }
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
     workers = [_start_worker(f"fan{n}-{queue}@%h", queue, env, log) for n, log in enumerate(logs, 1)]
     most_in_flight = 0
     try:
         _wait_for(lambda: all("ready." in log.read_text() for log in logs), timeout=60, what="both workers")
-        Celery("producer", broker=redis_url).send_task("scans.tasks.refresh_due_scans", queue=queue)
+        Celery("producer", broker=redis_url, set_as_current=False).send_task(
+            "scans.tasks.refresh_due_scans", queue=queue
+        )
 
         def run_closed() -> bool:
             nonlocal most_in_flight

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from scans import counts, selectors
+from scans import counts, header_stats, search, selectors
 from scans.models import Scan, ScanStatusTally, stuck_condition
 from scans.search import FTS_TABLE, sqlite_has_trigram
 from scans.selectors import ScanFilters
@@ -168,6 +169,53 @@ def test_a_search_shorter_than_a_trigram_still_finds_substrings():
     make_scan("other-0001", label="a zq label")
 
     assert _search("zQ") == {"zq-0001", "other-0001"}
+
+
+def _search_counts(q: str, **filters) -> dict[str, int]:
+    page = selectors.scan_list_for_dashboard(filters=ScanFilters(q=q, **filters), now=timezone.now())
+    return page.counts
+
+
+def test_a_search_counts_label_and_tracking_id_matches_once_each():
+    make_scan("by-label-1", label="Payroll EU", status=Scan.Status.FAILED)
+    make_scan("by-label-2", label="payroll us", status=Scan.Status.SUCCESS)
+    make_scan("yrol-in-id-and-label", label="Payroll EU", status=Scan.Status.SUCCESS)
+    make_scan("yrol-in-id-only", label="Warehouse", status=Scan.Status.PENDING)
+    make_scan("neither", label="Warehouse")
+    make_scan("archived-match", label="Payroll EU", archived_at=timezone.now())
+
+    counts = _search_counts("YROL")
+
+    assert (counts["all"], counts["failed"], counts["success"], counts["pending"]) == (4, 1, 2, 1)
+    assert _search("YROL") == {"by-label-1", "by-label-2", "yrol-in-id-and-label", "yrol-in-id-only"}
+
+
+def test_the_archive_is_searched_by_label_too():
+    make_scan("archived-match", label="Payroll EU", archived_at=timezone.now())
+    make_scan("tracked-match", label="Payroll EU")
+
+    matching = selectors.scans_matching(filters=ScanFilters(q="yrol", archived=True))
+
+    assert set(matching.values_list("tracking_id", flat=True)) == {"archived-match"}
+    assert _search_counts("yrol", archived=True)["all"] == 1
+
+
+def test_with_more_labels_than_are_read_a_search_still_finds_and_counts_them(monkeypatch):
+    monkeypatch.setattr(search, "MAX_LABELS_READ", 2)
+    for n in range(3):
+        make_scan(f"many-{n}", label=f"Job {n} payroll")
+
+    assert search.tracked_labels() is None
+    assert _search_counts("payroll")["all"] == 3
+
+
+def test_the_label_half_of_a_search_is_counted_from_the_label_index():
+    make_scan("by-label", label="Payroll EU")
+    terms = search.search_terms("yrol", labels=search.tracked_labels())
+    by_label = Scan.objects.tracked().filter(label__in=terms.labels).values("status").annotate(n=Count("*"))
+
+    assert terms.labels == ["Payroll EU"]
+    assert "scan_tracked_label" in _plan(by_label.order_by())
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite" or not sqlite_has_trigram(), reason="SQLite FTS5 trigram only")
@@ -328,7 +376,7 @@ def test_the_day_figures_bucket_by_utc_hour_and_rank_run_times(now):
     make_scan(status=Scan.Status.SUCCESS, ended_at=ended)  # never seen starting: counted, not timed
     make_scan(status=Scan.Status.SUCCESS, started_at=now - timedelta(days=3), ended_at=now - timedelta(days=2))
 
-    stats = selectors.dashboard_header_stats(now=now)
+    stats = header_stats.dashboard_header_stats(now=now)
     bar = stats.hours[21]  # 23 hours before this one's start is bar 0
 
     assert bar.start == ended.replace(minute=0) and (bar.succeeded, bar.failed) == (5, 1)
@@ -341,12 +389,12 @@ def test_a_scan_that_finishes_shows_in_the_day_figures_and_the_counts_at_once(no
     now = now.replace(second=10)
     time_machine.move_to(now, tick=False)
     running = make_scan(status=Scan.Status.IN_PROGRESS, started_at=now - timedelta(minutes=3))
-    before = selectors.dashboard_header_stats(now=now)
+    before = header_stats.dashboard_header_stats(now=now)
 
     later = now + timedelta(seconds=1)  # the same minute: the day figures read before are still cached
     time_machine.move_to(later, tick=False)
     Scan.objects.filter(pk=running.pk).write(status=Scan.Status.FAILED, ended_at=later)
-    after = selectors.dashboard_header_stats(now=later)
+    after = header_stats.dashboard_header_stats(now=later)
 
     assert (before.counts["failed"], before.failed_24h) == (0, 0)
     assert (after.counts["failed"], after.failed_24h, after.finished_24h) == (1, 1, 1)

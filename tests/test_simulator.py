@@ -739,3 +739,86 @@ def test_the_command_exits_non_zero_with_one_line_when_its_port_is_taken():
 
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and f"could not listen on 127.0.0.1:{port}" in result.stderr
+
+
+# --- saved state (what `make run` keeps in var/simulator-state.json) ------------------------------------------
+
+
+def test_a_simulator_reading_the_saved_state_answers_as_the_one_that_wrote_it(tmp_path):
+    state_file, clock = tmp_path / "state.json", ManualClock()
+    first = ProtectoSimulator(fast_config(shape="2025"), clock=clock, state_file=state_file)
+    planned = first.submit(data_source_name="snowflake", object_name=["DB", "T"], data_samples=[{"a": 1}])
+    first.add_scan("pinned-odd", status="QUEUED ", submitted_at=None)
+    first.add_scan("failing", pending_seconds=5, running_seconds=5, outcome="FAILED")
+    first.add_scan("forced", pending_seconds=60, running_seconds=60)
+    first.set_status("forced", "IN-PROGRESS")
+    ids = [planned, "pinned-odd", "failing", "forced"]
+    clock.advance(3)
+    answers_then = [first.answer_item(tracking_id) for tracking_id in ids]
+
+    second = ProtectoSimulator(fast_config(shape="2025"), clock=clock, state_file=state_file)
+    answers_now = [second.answer_item(tracking_id) for tracking_id in ids]
+    clock.advance(30)
+
+    assert answers_now == answers_then
+    # Plans are kept in absolute times: the clock goes on where it was, it does not start again.
+    assert second.scan_status("failing") == "FAILED"
+    assert [second.scan_status(tracking_id) for tracking_id in ids] == [first.scan_status(i) for i in ids]
+
+
+def test_without_a_state_file_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    simulator = ProtectoSimulator(fast_config())
+
+    simulator.submit()
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_state_file_stops_the_command_with_one_line(tmp_path):
+    state_file = tmp_path / "state.json"
+    state_file.write_text('{"version": 1, "scans": [{"tracking_id": "half')
+
+    result = subprocess.run(
+        [sys.executable, "-m", "demo.simulator", "--port", "0", "--state-file", str(state_file)],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and str(state_file) in result.stderr and "delete it" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert state_file.read_text().endswith('"half')  # left as it was, for whoever wants to look at it
+
+
+def test_the_command_serves_on_a_socket_its_parent_bound():
+    # How `make run` hands the simulator its port: bound first, so nobody else can take it meanwhile.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        env = {**os.environ, "SIMULATOR_TOKEN": "fd-token", "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "demo.simulator", "--fd", str(listener.fileno()), "--quiet"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            pass_fds=(listener.fileno(),),
+        )
+    try:
+        announced = _read_line(process.stdout, timeout=15)
+        response = requests.put(
+            f"http://127.0.0.1:{port}/data-scan-status",
+            json=["scan-a"],
+            headers={"Authorization": "Bearer fd-token"},
+            timeout=5,
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+    assert f"serving on http://127.0.0.1:{port}" in announced
+    assert response.status_code == 200 and response.json()["data"][0]["tracking_id"] == "scan-a"

@@ -13,6 +13,7 @@ control endpoints. Standard library only; nothing Django. Run it alone with `pyt
 - scans.py: one simulated scan, its clock, and its answer in the 2024 and 2025 shapes
 - faults.py: replies and the faults that replace or spoil them
 - state.py: the state machine (scans, queued faults, request log), no sockets
+- persistence.py: the scans in a JSON file (--state-file), so a restarted simulator never rewinds a scan
 - server.py: ProtectoSimulator, the state on a real port with the /_sim/ control endpoints
 """
 

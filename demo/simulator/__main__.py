@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
 from demo.simulator import ProtectoSimulator, SimulatorConfig
+from demo.simulator.persistence import StateFileError
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -74,7 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--seed", type=int, default=None, help="Seed for reproducible randomness.")
     add("--quiet", action="store_true", help="Do not log one line per request.")
+    _add_supervisor_options(add)
     return parser
+
+
+def _add_supervisor_options(add: Callable[..., object]) -> None:
+    """What `make run` needs: scans that survive a restart, and a port handed over already bound."""
+    add(
+        "--state-file",
+        default=None,
+        help="Keep the scans in this JSON file: read at start, written on every change, so a restart never "
+        "sends a scan back to an earlier status (default: scans live in memory only).",
+    )
+    add(
+        "--fd",
+        type=int,
+        default=None,
+        help="Serve on this inherited, already bound socket instead of --host/--port (how `make run` hands over "
+        "a port it reserved).",
+    )
 
 
 def _seconds_range(option: str, text: str) -> tuple[float, float]:
@@ -137,11 +157,21 @@ def config_from(options: argparse.Namespace, environ: Mapping[str, str]) -> Simu
 def _announce(config: SimulatorConfig) -> Callable[[str], None]:
     def announce(url: str) -> None:
         print(f"Protecto simulator ({config.shape} shape) serving on {url}", flush=True)
+        if config.quiet:
+            return  # under a supervisor (`make run`): the one line is enough
         print(f"  status: {', '.join(config.status_paths)}; async: {', '.join(config.submit_paths)}")
         # Piped output is block-buffered; a supervisor or test waiting for the URL must see it now.
         print("  Ctrl-C to stop.", flush=True)
 
     return announce
+
+
+def _inherited_socket(fd: int) -> socket.socket:
+    """The listening TCP socket a parent passed as file descriptor `fd`."""
+    listener = socket.socket(fileno=fd)
+    if listener.type != socket.SOCK_STREAM:
+        raise OSError(f"file descriptor {fd} is not a TCP socket")
+    return listener
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
@@ -157,16 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
+    try:
+        simulator = ProtectoSimulator(config, state_file=options.state_file)
+    except StateFileError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 1
     # A supervisor (demo/run.py) stops its children with SIGTERM; that is a normal stop, not a crash.
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    simulator = ProtectoSimulator(config)
     try:
-        simulator.serve_forever(options.host, options.port, on_ready=_announce(config))
+        listener = _inherited_socket(options.fd) if options.fd is not None else None
+        simulator.serve_forever(options.host, options.port, on_ready=_announce(config), listener=listener)
     except OSError as exc:
-        print(
-            f"{parser.prog}: could not listen on {options.host}:{options.port}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+        where = f"file descriptor {options.fd}" if options.fd is not None else f"{options.host}:{options.port}"
+        print(f"{parser.prog}: could not listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Simulator stopped.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,11 +59,29 @@ class SimulatedScan:
         self.pending_for = self.running_for = None
         self.started_at, self.ended_at = started_at, ended_at
 
+    def to_record(self) -> dict[str, Any]:
+        """The scan as JSON-ready data (timestamps as ISO text), for the saved state file."""
+        record = dataclasses.asdict(self)
+        for name in _TIME_FIELDS:
+            record[name] = record[name].isoformat() if record[name] is not None else None
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SimulatedScan:
+        """The scan to_record() wrote; ValueError (or KeyError/TypeError) when the record is not one."""
+        values = dict(record)
+        for name in _TIME_FIELDS:
+            values[name] = aware(datetime.fromisoformat(values[name])) if values.get(name) is not None else None
+        return cls(**values)
+
     def backdate_to(self, status: str, now: datetime) -> None:
         """Move a planned scan's submission back so that it enters `status` (a known status) right now."""
         pending, running = self.pending_for or 0.0, self.running_for or 0.0
         back = {PENDING: 0.0, IN_PROGRESS: pending}.get(status, pending + running)
         self.submitted_at = now - timedelta(seconds=back)
+
+
+_TIME_FIELDS = ("submitted_at", "started_at", "ended_at")
 
 
 def format_time(value: datetime | None) -> str | None:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,8 +27,14 @@ _INVALID_TOKEN = "Invalid or expired token"
 class ProtectoSimulator(SimulatorState):
     """A thread-safe, in-process Protecto simulator; start() serves it on a real port in a daemon thread."""
 
-    def __init__(self, config: SimulatorConfig | None = None, *, clock: Clock | None = None) -> None:
-        super().__init__(config, clock=clock)
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        state_file: Path | str | None = None,
+    ) -> None:
+        super().__init__(config, clock=clock, state_file=state_file)
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -42,11 +49,11 @@ class ProtectoSimulator(SimulatorState):
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _bind(self, host: str, port: int) -> _Server:
+    def _bind(self, host: str, port: int, listener: socket.socket | None = None) -> _Server:
         if self._server is not None:
             raise RuntimeError("the simulator is already serving")
         self._stopping.clear()
-        self._server = _Server((host, port), self)
+        self._server = _Server((host, port), self, listener)
         return self._server
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> ProtectoSimulator:
@@ -60,10 +67,19 @@ class ProtectoSimulator(SimulatorState):
         return self
 
     def serve_forever(
-        self, host: str = "127.0.0.1", port: int = 8765, *, on_ready: Callable[[str], None] | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        on_ready: Callable[[str], None] | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
-        """Serve in the calling thread until stop() is called from elsewhere or KeyboardInterrupt."""
-        server = self._bind(host, port)
+        """Serve in the calling thread until stop() is called from elsewhere or KeyboardInterrupt.
+
+        With `listener` (a socket already bound, e.g. handed over by the `make run` runner) host and port are
+        ignored: the simulator answers on that socket.
+        """
+        server = self._bind(host, port, listener)
         try:
             if on_ready is not None:
                 on_ready(self.url)
@@ -279,9 +295,16 @@ class _Server(ThreadingHTTPServer):
     # The default joins every handler thread on close, which would make stop() wait out a simulated hang.
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], simulator: ProtectoSimulator) -> None:
+    def __init__(
+        self, address: tuple[str, int], simulator: ProtectoSimulator, listener: socket.socket | None = None
+    ) -> None:
         self.simulator = simulator
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, bind_and_activate=listener is None)
+        if listener is not None:
+            self.socket.close()
+            self.socket = listener
+            self.server_address = listener.getsockname()
+            listener.listen(self.request_queue_size)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that give up (read timeouts in the tests) close their socket mid-answer; that is expected.

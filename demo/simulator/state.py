@@ -15,6 +15,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from demo.simulator.config import (
@@ -32,6 +33,7 @@ from demo.simulator.config import (
     coerce_setting,
 )
 from demo.simulator.faults import FAULT_KINDS, Reply, draw_fault, drop_first_comma, error_body, failure_reply
+from demo.simulator.persistence import load_scans, save_scans
 from demo.simulator.scans import SimulatedScan, aware, envelope, render_item
 
 Clock = Callable[[], datetime]
@@ -52,9 +54,20 @@ def utc_now() -> datetime:
 
 
 class SimulatorState:
-    """Thread-safe simulator state; every public method may be called from any thread."""
+    """Thread-safe simulator state; every public method may be called from any thread.
 
-    def __init__(self, config: SimulatorConfig | None = None, *, clock: Clock | None = None) -> None:
+    With `state_file` the scans survive a restart: they are read from that JSON file at start and written back
+    whenever one is added or changed. A scan's plan is kept in absolute times, so a restarted simulator reports
+    every scan where its clock has taken it meanwhile, never an earlier status.
+    """
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        state_file: Path | str | None = None,
+    ) -> None:
         config = config or SimulatorConfig()
         config.validate()
         self._config = config
@@ -69,6 +82,9 @@ class SimulatorState:
         self._last_authorization_ok: bool | None = None
         self._last_request_headers: dict[str, str] = {}
         self._overrides: dict[str, list[dict[str, Any]]] = {}
+        self._state_file = Path(state_file) if state_file is not None else None
+        if self._state_file is not None:
+            self._scans = load_scans(self._state_file)
 
     # --- configuration and deterministic faults -----------------------------------------------------------
 
@@ -167,6 +183,7 @@ class SimulatorState:
                 error_msg = self._draw_error(scan) if failing else ""
             scan.error_msg = error_msg
             self._scans[tracking_id] = scan
+            self._save()
         return tracking_id
 
     def _plan(
@@ -207,6 +224,13 @@ class SimulatorState:
             scan.pinned_status = status
             scan.pending_for = scan.running_for = None
             scan.started_at, scan.ended_at, scan.error_msg = started, ended, error_msg
+            self._save()
+
+    def _save(self) -> None:
+        """Write every scan to the state file, if there is one; the caller holds the lock."""
+        if self._state_file is None:
+            return
+        save_scans(self._state_file, self._scans.values())
 
     def submit(
         self,

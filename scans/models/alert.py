@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from scans.models.refresh_run import RefreshRun
@@ -144,17 +146,50 @@ class AlertMute(models.Model):
         return f"mute {self.scan or repr(self.label)}"
 
 
-class AlertSnooze(models.Model):
-    """A maintenance window: no alert is sent before `until`."""
+class AlertSnoozeQuerySet(models.QuerySet):
+    """Maintenance windows in the vocabulary of the alerts, the banner and the settings page."""
 
+    def open(self, now: datetime) -> AlertSnoozeQuerySet:
+        """Not ended by hand and not over: in force at `now` or still to come (one walk of `snooze_open_until`)."""
+        return self.filter(ended_at__isnull=True, until__gt=now)
+
+    def active(self, now: datetime) -> AlertSnoozeQuerySet:
+        """In force at `now`: alerts found now are held back. Row-level twin: AlertSnooze.is_active()."""
+        return self.open(now).filter(starts_at__lte=now)
+
+    def scheduled(self, now: datetime) -> AlertSnoozeQuerySet:
+        """Still to come at `now`. Row-level twin: AlertSnooze.is_scheduled()."""
+        return self.open(now).filter(starts_at__gt=now)
+
+
+class AlertSnooze(models.Model):
+    """A maintenance window: no alert is sent from `starts_at` until `until`, unless someone ends it first."""
+
+    starts_at = models.DateTimeField(default=timezone.now)
     until = models.DateTimeField()
     reason = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set by "End now" (or by cancelling a window that has not begun); the row stays as the record of what it held.
     ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AlertSnoozeQuerySet.as_manager()
 
     class Meta:
         ordering = ["-until"]
+        # Every page's banner reads the open windows: an index on the few rows nobody ended, by their end.
+        indexes = [models.Index(fields=["until"], condition=Q(ended_at__isnull=True), name="snooze_open_until")]
+        constraints = [
+            models.CheckConstraint(condition=Q(starts_at__lte=F("until")), name="snooze_starts_before_it_ends")
+        ]
 
     def __str__(self) -> str:
-        return f"snooze until {self.until:%Y-%m-%d %H:%M}"
+        return f"snooze {self.starts_at:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M}"
+
+    def is_active(self, now: datetime) -> bool:
+        """In force at `now` (the row-level twin of AlertSnooze.objects.active())."""
+        return self.ended_at is None and self.until > now and self.starts_at <= now
+
+    def is_scheduled(self, now: datetime) -> bool:
+        """Still to come at `now` (the row-level twin of AlertSnooze.objects.scheduled())."""
+        return self.ended_at is None and self.until > now and self.starts_at > now

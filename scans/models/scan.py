@@ -210,6 +210,11 @@ class Scan(models.Model):
             models.Index(Coalesce("submitted_at", "created_at"), F("id"), name="scan_submitted_or_created"),
             # With status and started_at in it, the header's 24 h figures read this index alone.
             models.Index(fields=["ended_at", "status", "started_at"], name="scan_ended_covering"),
+            # The distinct labels of tracked scans, one probe each, and per-status counts of the scans with some
+            # labels, from this index alone (scans/search.py).
+            models.Index(
+                fields=["label", "status"], name="scan_tracked_label", condition=Q(archived_at__isnull=True)
+            ),
         ]
 
     def __str__(self) -> str:

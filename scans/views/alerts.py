@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -12,6 +14,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from scans import alerts, selectors, services
 from scans.forms import AlertFilterForm, MuteForm, SnoozeForm, SubscriptionForm
+from scans.models import AlertSnooze
 from scans.views.common import back_to, operate_required, view_required
 
 
@@ -31,7 +34,6 @@ def alert_list(request: HttpRequest) -> HttpResponse:
         "problems": [message for messages_ in form.errors.values() for message in messages_],
         "kinds": form.fields["kind"].choices,
         "states": form.fields["state"].choices,
-        "snooze": alerts.active_snooze(now=timezone.now()),
         "query": request.GET.copy(),
     }
     return render(request, "scans/alerts.html", context)
@@ -81,7 +83,8 @@ def _settings_page(
         "mute_form": mute_form if mute_form is not None else MuteForm(),
         "snooze_form": snooze_form if snooze_form is not None else SnoozeForm(now=now),
         "mutes": alerts.alert_mute_list(),
-        "snooze": alerts.active_snooze(now=now),
+        # Each open snooze and whether it is in force (else scheduled), by the model's own rule.
+        "snoozes": [(snooze, snooze.is_active(now)) for snooze in alerts.alert_snooze_list(now=now)],
         "can_operate": request.user.has_perm("scans.operate_scans"),
     }
     return render(request, "scans/alert_settings.html", context, status=400 if refused else 200)
@@ -131,20 +134,41 @@ def alert_mute_delete(request: HttpRequest, mute_id: int) -> HttpResponse:
 @operate_required
 @require_POST
 def alert_snooze_start(request: HttpRequest) -> HttpResponse:
-    """Snooze every alert until a time in the future (a maintenance window)."""
-    form = SnoozeForm(request.POST, now=timezone.now())
+    """Snooze every alert now or in a window scheduled ahead, read in the viewer's time zone."""
+    now = timezone.now()
+    form = SnoozeForm(request.POST, now=now)
     if not form.is_valid():
         return _settings_page(request, snooze_form=form)
-    until = form.cleaned_data["until"]
-    alerts.alerts_snooze(until=until, reason=form.cleaned_data["reason"], user=request.user)
-    return _saved(request, f"All alerts are snoozed until {until:%Y-%m-%d %H:%M} UTC.")
+    data = form.cleaned_data
+    snooze = alerts.alerts_snooze(
+        starts_at=data["starts_at"], until=data["until"], reason=data["reason"], user=request.user, now=now
+    )
+    if snooze.is_scheduled(now):
+        return _saved(request, f"Maintenance scheduled {_window(snooze)}: alerts are snoozed then.")
+    return _saved(request, f"All alerts are snoozed until {_when(snooze.until)}.")
 
 
 @login_required
 @operate_required
 @require_POST
-def alert_snooze_end(request: HttpRequest) -> HttpResponse:
-    """End the snooze in force: alerts are sent again from the next run."""
-    if alerts.alerts_end_snooze():
-        return _saved(request, "Snooze ended: alerts are on again.")
-    return _saved(request, "No snooze was in force.", info=True)
+def alert_snooze_end(request: HttpRequest, snooze_id: int) -> HttpResponse:
+    """End a snooze now ("End now" on every page's banner), or cancel a window that has not begun."""
+    now = timezone.now()
+    snooze = alerts.alerts_end_snooze(snooze_id=snooze_id, now=now)
+    if snooze is None:
+        messages.info(request, "That snooze had already ended.")
+    elif snooze.starts_at > now:
+        messages.success(request, f"Scheduled maintenance {_window(snooze)} cancelled.")
+    else:
+        messages.success(request, "Snooze ended: alerts are on again.")
+    return redirect(back_to(request, reverse("scans:alert-settings")))
+
+
+def _when(moment: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A time on the viewer's clock, with its zone's abbreviation."""
+    local = timezone.localtime(moment)
+    return f"{local:{fmt}} {local.tzname()}"
+
+
+def _window(snooze: AlertSnooze) -> str:
+    return f"{_when(snooze.starts_at)}\N{EN DASH}{_when(snooze.until)}"

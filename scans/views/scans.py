@@ -19,8 +19,17 @@ from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
-from scans import alerts, selectors, services
-from scans.forms import AddScansForm, BulkLabelForm, LabelForm, ScanFilterForm, ScanSelectionForm
+from scans import alerts, header_stats, selectors, services
+from scans.forms import (
+    AddScansConfirmForm,
+    AddScansEditForm,
+    AddScansForm,
+    BulkLabelForm,
+    LabelForm,
+    ScanFilterForm,
+    ScanSelectionForm,
+)
+from scans.id_input import IdInput
 from scans.models import Scan
 from scans.views.common import back_to, operate_required, view_required
 
@@ -79,10 +88,10 @@ def _list_context(request: HttpRequest, form: ScanFilterForm) -> dict:
 def scan_list_header(request: HttpRequest) -> HttpResponse:
     """The list's live header (counts, 24 h figures, the poller's health); 204 while nothing changed."""
     now = timezone.now()
-    version = selectors.header_version(now=now)
+    version = header_stats.header_version(now=now)
     if request.GET.get("v") == version:
         return HttpResponse(status=204)
-    context = {"stats": selectors.dashboard_header_stats(now=now), "header_version": version, "now": now}
+    context = {"stats": header_stats.dashboard_header_stats(now=now), "header_version": version, "now": now}
     return render(request, "scans/list.html#live-header", context)
 
 
@@ -275,13 +284,43 @@ def scans_bulk_label(request: HttpRequest) -> HttpResponse:
 @login_required
 @operate_required
 def scan_add(request: HttpRequest) -> HttpResponse:
-    """Paste many IDs or upload a CSV; every ID gets its own answer."""
+    """Paste IDs or upload a CSV: added at once, or first previewed when there are many or any is rejected."""
     form = AddScansForm(request.POST or None, request.FILES or None)
-    results = queue = None
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        results = services.scans_track_entries(entries=data["entries"], label=data["label"])
-        if results.added:
-            queue = services.scans_request_refresh()
-        form = AddScansForm()
-    return render(request, "scans/add.html", {"form": form, "results": results, "queue": queue})
+    if request.method != "POST" or not form.is_valid():
+        return render(request, "scans/add.html", {"form": form})
+    parsed = form.cleaned_data["parsed"]
+    if parsed.needs_preview:
+        return render(request, "scans/add.html", {"preview": parsed.preview(), "again": form.resubmission()})
+    return _add_and_show(request, parsed=parsed, label=form.cleaned_data["label"])
+
+
+@login_required
+@operate_required
+@require_POST
+def scan_add_confirm(request: HttpRequest) -> HttpResponse:
+    """The preview's "Add" button: add what the preview showed, posted back and checked again."""
+    form = AddScansConfirmForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(message for errors in form.errors.values() for message in errors))
+        return redirect("scans:add")
+    return _add_and_show(request, parsed=form.cleaned_data["parsed"], label=form.cleaned_data["label"])
+
+
+@login_required
+@operate_required
+@require_POST
+def scan_add_edit(request: HttpRequest) -> HttpResponse:
+    """The preview's "Edit" button: the Add form again, holding the text as it was typed."""
+    form = AddScansEditForm(request.POST)
+    initial = form.cleaned_data if form.is_valid() else {}
+    if initial.get("csv_name"):
+        messages.info(request, f"Choose {initial['csv_name']} again: a browser cannot send a chosen file back.")
+    return render(request, "scans/add.html", {"form": AddScansForm(initial=initial)})
+
+
+def _add_and_show(request: HttpRequest, *, parsed: IdInput, label: str) -> HttpResponse:
+    """Track the accepted IDs, have them refreshed at once, and answer every entry; rejects stay in the box."""
+    results = services.scans_track_entries(entries=parsed.entries, label=label)
+    queue = services.scans_request_refresh() if results.added else None
+    context = {"form": AddScansForm(initial={"ids": parsed.leftover()}), "parsed": parsed, "results": results}
+    return render(request, "scans/add.html", context | {"queue": queue})

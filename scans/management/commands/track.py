@@ -1,63 +1,94 @@
-"""python manage.py track ID [ID ...] [--file PATH|-] [--label TEXT]: start tracking scans."""
+"""python manage.py track ID [ID ...] [--file PATH|-] [--label TEXT]: start tracking scans and refresh them now."""
 
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from scans.forms import split_ids
-from scans.services import scans_track
+from scans import id_input
+from scans.services import QueueRequest, scans_request_refresh, scans_track_entries
 
 
 class Command(BaseCommand):
-    help = "Start tracking Protecto scans by tracking ID. Invalid IDs are reported; the valid ones are stored."
+    help = (
+        "Start tracking Protecto scans by tracking ID and have them refreshed at once. Entries are read as on the "
+        "Add page: invalid ones are reported (exit status 1), repeats are reported, the valid ones are stored."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("ids", nargs="*", metavar="ID", help="tracking IDs; - reads them from standard input")
         parser.add_argument(
             "--file",
             metavar="PATH",
-            help="read IDs from a file (one per line, or separated by commas or spaces); '-' reads standard input",
+            help=(
+                "read IDs from a file (one per line, or separated by commas, semicolons or tabs; a .csv file is "
+                "read as on the Add page, with its Tracking ID and Label columns); '-' reads standard input"
+            ),
         )
         parser.add_argument("--label", default="", help="a free-text label for every scan added")
 
     def handle(self, *args, **options) -> None:
-        ids = [tracking_id for tracking_id in options["ids"] if tracking_id != "-"]
-        if "-" in options["ids"] and options["file"] != "-":
-            ids.extend(_read_ids("-"))  # `track -` reads standard input, like `--file -`
-        if options["file"]:
-            ids.extend(_read_ids(options["file"]))
-        if not ids:
+        if len(options["label"]) > id_input.MAX_LABEL:
+            raise CommandError(f"--label is longer than {id_input.MAX_LABEL} characters.")
+        parsed = _read_input(options["ids"], options["file"])
+        if not parsed.size:
             raise CommandError("Give at least one tracking ID, or --file PATH (or --file - for standard input).")
-        if len(options["label"]) > 200:
-            raise CommandError("--label is longer than 200 characters.")
 
-        result = scans_track(ids=ids, label=options["label"])
+        result = scans_track_entries(entries=parsed.entries, label=options["label"])
+        # The same immediate refresh the Add page asks for: new scans never sit at "Unknown" for a whole cycle.
+        queue = scans_request_refresh() if result.added else None
+        self._report(parsed, result, queue)
+        if parsed.rejected:
+            sys.exit(1)
+
+    def _report(self, parsed: id_input.IdInput, result, queue: QueueRequest | None) -> None:
         for tracking_id in result.added:
             self.stdout.write(f"added            {tracking_id}")
         for tracking_id in result.already_tracked:
             self.stdout.write(f"already tracked  {tracking_id}")
-        for raw, reason in result.rejected:
+        for tracking_id in parsed.repeated + result.repeated:
+            self.stdout.write(f"repeated         {tracking_id} (given more than once; added once)")
+        for raw, reason in parsed.rejected:
             self.stderr.write(f"rejected         {_shown(raw)}: {reason}")
         self.stdout.write(
             f"{len(result.added)} added, {len(result.already_tracked)} already tracked, "
-            f"{len(result.rejected)} rejected"
+            f"{len(parsed.repeated) + len(result.repeated)} repeated, {len(parsed.rejected)} rejected"
         )
-        if result.rejected:
-            sys.exit(1)
+        if queue is None:
+            return
+        if queue.unreachable:
+            self.stderr.write("The task queue is unreachable: the new scans are polled at the next refresh cycle.")
+        elif queue.sent:
+            self.stdout.write("Refresh queued: a worker polls the new scans now.")
+        else:  # inside a transaction that has not committed yet: the request goes out when it does
+            self.stdout.write("Refresh requested for when this transaction commits.")
 
 
-def _read_ids(path: str) -> list[str]:
+def _read_input(ids: list[str], path: str | None) -> id_input.IdInput:
+    """Arguments, standard input and the file, read by the Add page's parser (a .csv file as a CSV)."""
+    pasted = [tracking_id for tracking_id in ids if tracking_id != "-"]
+    if "-" in ids and path != "-":
+        pasted.append(_read_text("-"))  # `track -` reads standard input, like `--file -`
+    csv_text = ""
+    if path and path.lower().endswith(".csv"):
+        csv_text = _read_text(path)
+    elif path:
+        pasted.append(_read_text(path))
+    try:
+        return id_input.read(pasted="\n".join(pasted), csv_text=csv_text)
+    except id_input.IdInputError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+
+
+def _read_text(path: str) -> str:
     try:
         if path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
+            return sys.stdin.read()
+        with open(path, encoding="utf-8-sig") as handle:
+            return handle.read()
     except OSError as exc:
         raise CommandError(f"Cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise CommandError(f"{path} is not UTF-8 text") from None
-    return split_ids(text)
 
 
 def _shown(raw: str) -> str:
