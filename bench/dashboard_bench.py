@@ -55,6 +55,8 @@ FAILURES = (
 )
 # A fragment of one label only ("Payroll EU"/"Payroll US" share it), so it finds a few hundred failed scans.
 SEARCH = "yrol"
+# A Problems group's "show in the list" link: every failed "Permission denied reading object {path}".
+GROUP = "Permission+denied+reading+object+%3Cpath%3E"
 TARGETS = {"partial_ms": 100.0, "poll_ms": 10.0, "queries": 6}
 
 
@@ -412,6 +414,9 @@ def _page_cases(version: str, id_fragment: str) -> list[tuple[str, str, str | No
         (f"deep page ({deep}, last reachable)", f"/?page={deep}", f"{admin}?p={deep - 1}", 200),
         ("header", "/header/", None, 200),
         ("unchanged poll", f"/?v={version}", None, 204),
+        ("problems, grouped (24 h)", "/problems/", None, 200),
+        ("problems, grouped (7 d)", "/problems/?window=7d", None, 200),
+        ("a problem group in the list", f"/?status=FAILED&error={GROUP}", None, 200),
     ]
 
 

@@ -141,7 +141,7 @@ def _seed(rng: random.Random) -> None:
         + [("IN-PROGRESS", "stuck")]
         + [("PENDING", None)] * 5
         + [("PENDING", "stuck")]
-        + [("UNKNOWN", "unanswered"), ("UNKNOWN", "odd status")]
+        + [("NEW", "unanswered"), ("UNKNOWN", "odd status")]
         + [("SUCCESS", "archived"), ("FAILED", "archived")]
     )
     for n, (status, twist) in enumerate(plans):
@@ -156,7 +156,7 @@ def _seed(rng: random.Random) -> None:
         changes, checked_at, next_check_at = _timeline(scan, twist, now, rng)
         if status == "FAILED":
             scan.error_message = rng.choice(ERRORS).format(source=source, path=path)
-        scan.raw_status = {"UNKNOWN": "QUEUED_FOR_RETRY" if twist == "odd status" else ""}.get(status, status)
+        scan.raw_status = {"UNKNOWN": "QUEUED_FOR_RETRY", "NEW": ""}.get(status, status)
         if twist == "unanswered":
             scan.last_check_error = "Not reported in Protecto's last answer"
             scan.check_failures = 0
@@ -192,7 +192,7 @@ def _timeline(
         running = timedelta(hours=2, minutes=41) if twist == "stuck" else timedelta(seconds=rng.randint(60, 3000))
         scan.started_at = now - running
         scan.submitted_at = scan.started_at - timedelta(seconds=rng.randint(5, 400))
-    elif scan.status == "UNKNOWN":
+    elif scan.status in ("UNKNOWN", "NEW"):
         scan.submitted_at = None if twist == "unanswered" else now - timedelta(minutes=rng.randint(3, 25))
     else:
         scan.submitted_at = now - timedelta(minutes=rng.randint(40, 23 * 60 + 30))
@@ -203,10 +203,12 @@ def _timeline(
     scan.created_at = tracked
     changes: list[tuple[str, str, datetime]] = []
     seen = tracked + timedelta(seconds=rng.randint(1, 5))
-    # An UNKNOWN scan never left UNKNOWN, so the poller recorded no transition for it.
-    if scan.status != "UNKNOWN":
+    # A NEW scan was never answered, so the poller recorded no transition for it; an UNKNOWN one, only its first.
+    if scan.status == "UNKNOWN":
+        changes.append(("NEW", "UNKNOWN", seen))
+    elif scan.status != "NEW":
         first = "PENDING" if scan.started_at is None or scan.started_at > seen else "IN-PROGRESS"
-        changes.append(("UNKNOWN", first, seen))
+        changes.append(("NEW", first, seen))
         if first == "PENDING" and scan.started_at is not None:
             changes.append(("PENDING", "IN-PROGRESS", scan.started_at + _within(poll, rng)))
         if scan.ended_at is not None:

@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -26,8 +26,9 @@ from scans.alert_detection import (
     alerts_detect,
     poller_alerts_detect,
 )
+from scans.audit import audit_record
 from scans.emails import message_for
-from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, Scan
+from scans.models import Alert, AlertMute, AlertSnooze, AlertSubscription, AuditEntry, Scan
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -195,16 +196,28 @@ def alert_subscription_save(*, user: User, email: str, kinds: Iterable[str]) -> 
 def alerts_mute(*, scan: Scan | None = None, label: str = "", user: User | None = None) -> AlertMute:
     """Mute alerts about one scan, or about every scan with a label; muting twice keeps one mute."""
     lookup = {"scan": scan} if scan is not None else {"label": label.strip()[:200], "scan": None}
-    mute, _ = AlertMute.objects.get_or_create(**lookup, defaults={"created_by": user})
+    mute, created = AlertMute.objects.get_or_create(**lookup, defaults={"created_by": user})
+    if created:
+        _audit_mute(user=user, action=AuditEntry.Action.MUTE, mute=mute)
     return mute
 
 
-def alerts_unmute(*, mute_id: int | None = None, scan: Scan | None = None) -> bool:
+def _audit_mute(*, user: User | None, action: str, mute: AlertMute) -> None:
+    if mute.scan_id is not None:
+        audit_record(user=user, action=action, scans=Scan.objects.filter(pk=mute.scan_id))
+    else:
+        audit_record(user=user, action=action, detail=f"label: {mute.label}")
+
+
+def alerts_unmute(*, mute_id: int | None = None, scan: Scan | None = None, user: User | None = None) -> bool:
     """Remove one mute, named by its id or by its scan; return whether there was one."""
     if (mute_id is None) == (scan is None):
         raise TypeError("alerts_unmute() takes exactly one of mute_id and scan")
     mutes = AlertMute.objects.filter(pk=mute_id) if mute_id is not None else AlertMute.objects.filter(scan=scan)
+    removed = list(mutes)
     deleted, _ = mutes.delete()
+    for mute in removed[:deleted]:
+        _audit_mute(user=user, action=AuditEntry.Action.UNMUTE, mute=mute)
     return deleted > 0
 
 
@@ -224,12 +237,21 @@ def alerts_snooze(
     starts_at = max(starts_at or now, now)
     if until <= starts_at:
         raise ValueError("a snooze must end after it starts")
-    return AlertSnooze.objects.create(
+    snooze = AlertSnooze.objects.create(
         starts_at=starts_at, until=until, reason=reason.strip()[:200], created_by=user, created_at=now
     )
+    detail = f"{_utc(starts_at)} to {_utc(until)}" + (f"; {snooze.reason}" if snooze.reason else "")
+    audit_record(user=user, action=AuditEntry.Action.SNOOZE, detail=detail, now=now)
+    return snooze
 
 
-def alerts_end_snooze(*, snooze_id: int, now: datetime | None = None) -> AlertSnooze | None:
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def alerts_end_snooze(
+    *, snooze_id: int, now: datetime | None = None, user: User | None = None
+) -> AlertSnooze | None:
     """End one snooze now, or cancel it if it has not begun; None if it was already over or ended.
 
     The row is kept, with ended_at, as the record of what it held back. Compare-and-set: of two clicks on
@@ -238,7 +260,10 @@ def alerts_end_snooze(*, snooze_id: int, now: datetime | None = None) -> AlertSn
     now = now or timezone.now()
     if not AlertSnooze.objects.open(now).filter(pk=snooze_id).update(ended_at=now):
         return None
-    return AlertSnooze.objects.get(pk=snooze_id)
+    snooze = AlertSnooze.objects.get(pk=snooze_id)
+    detail = f"snooze until {_utc(snooze.until)}" + (f"; {snooze.reason}" if snooze.reason else "")
+    audit_record(user=user, action=AuditEntry.Action.END_SNOOZE, detail=detail, now=now)
+    return snooze
 
 
 def alert_snooze_list(*, now: datetime) -> list[AlertSnooze]:

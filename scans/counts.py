@@ -13,6 +13,7 @@ from scans.search import SearchTerms
 
 # The status chips' keys for each status (scans.selectors.CHIPS, less "all" and "stuck").
 STATUS_KEYS = {
+    Scan.Status.NEW: "new",
     Scan.Status.PENDING: "pending",
     Scan.Status.IN_PROGRESS: "in_progress",
     Scan.Status.SUCCESS: "success",

@@ -6,16 +6,21 @@ from datetime import date, datetime, time, timedelta
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 from django.utils import timezone
 
-from scans import id_input
+from scans import id_input, problems, selection
 from scans.models import Alert, Scan, tracking_id_problem
 from scans.selectors import (
+    CUSTOM,
     DEFAULT_PER_PAGE,
     DEFAULT_SORT,
+    DEFAULT_TIME_FIELD,
     PER_PAGE_CHOICES,
     SORT_CHOICES,
     STATUS_VALUES,
+    TIME_FIELDS,
+    TIME_WINDOWS,
     ScanFilters,
 )
 
@@ -75,7 +80,10 @@ class ScanFilterForm(forms.Form):
     status = _KnownValueField(what="status", upper=True, choices=[(value, value) for value in STATUS_VALUES])
     q = _text_field("Search")
     source = _text_field("Data source")
+    error = forms.CharField(required=False, max_length=problems.SIGNATURE_MAX_LENGTH)  # a Problems group's link
     sort = _KnownValueField(what="sort", choices=SORT_CHOICES)
+    time = _KnownValueField(what="time field", choices=[(name, name) for name in TIME_FIELDS])
+    when = _KnownValueField(what="time range", choices=[(name, name) for name in (*TIME_WINDOWS, CUSTOM)])
     per = forms.TypedChoiceField(
         required=False,
         coerce=int,
@@ -98,7 +106,7 @@ class ScanFilterForm(forms.Form):
     def clean(self) -> dict:
         data = super().clean()
         start, end = data.get("from"), data.get("to")
-        if start and end and start > end:
+        if start and end and start > end and data.get("when") not in TIME_WINDOWS:  # a preset ignores the days
             data["from"], data["to"] = end, start
             self.add_error(None, "The 'from' date is after the 'to' date; the dates were swapped.")
         return data
@@ -109,18 +117,30 @@ class ScanFilterForm(forms.Form):
         return [message for messages in self.errors.values() for message in messages]
 
     def filters(self) -> ScanFilters:
-        """What to show: each valid value, the default for each missing or bad one. Call after is_valid()."""
+        """What to show: each valid value, the default for each missing or bad one. Call after is_valid().
+
+        Days are read on the viewer's clock (the zone dashboard.middleware activated). A preset drops them;
+        days without a preset (links from before the presets) are a custom range.
+        """
         data = self.cleaned_data
+        when = data.get("when") or ""
+        days = (None, None) if when in TIME_WINDOWS else (data.get("from"), data.get("to"))
+        if any(days):
+            when = CUSTOM
         return ScanFilters(
             status=data.get("status") or "",
             q=(data.get("q") or "").strip(),
             source=(data.get("source") or "").strip(),
-            submitted_from=data.get("from"),
-            submitted_to=data.get("to"),
+            time_field=data.get("time") or DEFAULT_TIME_FIELD,
+            when=when,
+            day_from=days[0],
+            day_to=days[1],
+            zone=timezone.get_current_timezone_name(),
             sort=data.get("sort") or DEFAULT_SORT,
             archived=bool(data.get("archived")),
             page=min(data.get("page") or 1, MAX_PAGE),
             per_page=data.get("per") or DEFAULT_PER_PAGE,
+            error=(data.get("error") or "").strip(),
         )
 
 
@@ -279,14 +299,79 @@ class LabelForm(forms.Form):
     label = forms.CharField(required=False, max_length=200)
 
 
+# The two scopes of a bulk action: the rows ticked on the page, or every scan matching the list's filters.
+ROWS, MATCHING = "rows", "matching"
+# Query-string parameters that page or order the list without changing which scans match.
+_PRESENTATION = ("page", "per", "sort", "v")
+
+
 class ScanSelectionForm(forms.Form):
-    """The rows an operator selected in the list."""
+    """What a bulk action applies to: the rows ticked in the list, or (scope "matching") every scan matching the
+    list's filters, posted as its query string and read again here through ScanFilterForm.
 
-    ids = TrackingIdsChoiceField()
+    After is_valid(), cleaned_data["selection"] is a scans.selection.ScanSelection.
+    """
+
+    scope = forms.ChoiceField(required=False, choices=[(ROWS, ROWS), (MATCHING, MATCHING)])
+    ids = TrackingIdsChoiceField(required=False)
+    query = forms.CharField(required=False, max_length=2000, strip=False)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.errors:
+            return data
+        if data.get("scope") == MATCHING:
+            data["selection"] = self._matching(data.get("query", ""))
+        elif data.get("ids"):
+            data["selection"] = selection.scan_selection_rows(scans=data["ids"])
+        else:
+            raise ValidationError("Select at least one scan first.")
+        return data
+
+    def _matching(self, query: str) -> selection.ScanSelection:
+        params = QueryDict(query.removeprefix("?"), mutable=True)
+        for name in _PRESENTATION:
+            params.pop(name, None)
+        filter_form = ScanFilterForm(params)
+        if not filter_form.is_valid():
+            # The list ignores a bad filter and shows more; a bulk action must never act on more than was meant.
+            problems = " ".join(filter_form.problems)
+            raise ValidationError(f"Nothing was changed: the filters have a problem ({problems})")
+        chosen = selection.scan_selection_matching(filters=filter_form.filters(), now=timezone.now())
+        if chosen.count > selection.BULK_MAX:
+            raise ValidationError(
+                f"These filters match {chosen.count:,} scans; a bulk action takes at most {selection.BULK_MAX:,}. "
+                "Narrow the filters and try again."
+            )
+        if not chosen.count:
+            raise ValidationError("No scan matches these filters any more: nothing was changed.")
+        return chosen
 
 
-class BulkLabelForm(ScanSelectionForm, LabelForm):
-    """Selected rows and the label to give them."""
+class BulkLabelForm(ScanSelectionForm):
+    """The selection and the label to give it: a label is required, clearing is its own action (Clear label)."""
+
+    label = forms.CharField(
+        max_length=200,
+        error_messages={
+            "required": "Type a label, or use Clear label.",
+            "max_length": "A label is at most 200 characters.",
+        },
+    )
+
+
+class ArchiveUndoForm(forms.Form):
+    """The "Undo" of a bulk archive: the archive's own time, which every scan it archived carries."""
+
+    archived_at = forms.DateTimeField(
+        error_messages={"required": "Nothing to undo.", "invalid": "No such archive."}
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not self.errors:
+            data["selection"] = selection.scan_selection_archived_at(archived_at=data["archived_at"])
+        return data
 
 
 class SubscriptionForm(forms.Form):

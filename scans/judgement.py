@@ -35,9 +35,10 @@ FUTURE_SLACK = timedelta(days=366)
 TIMESTAMP_FIELDS = ("submitted_at", "started_at", "ended_at")
 _TEXT_FIELDS = ("raw_status", "error_message", "data_source", "object_path")
 
-# The lifecycle's order: an answer may only move a scan to an equal or higher rank. UNKNOWN and NOT FOUND
-# say nothing about progress, so anything the API reports moves a scan on from them.
+# The lifecycle's order: an answer may only move a scan to an equal or higher rank. NEW (not checked yet), UNKNOWN
+# and NOT FOUND say nothing about progress, so anything the API reports moves a scan on from them.
 LIFECYCLE_RANK = {
+    Scan.Status.NEW: 0,
     Scan.Status.UNKNOWN: 0,
     Scan.Status.NOT_FOUND: 0,
     Scan.Status.PENDING: 1,
@@ -252,8 +253,9 @@ def _merged_values(scan: Scan, report: ScanReport, *, resubmitted: bool) -> dict
     if report.raw_status.strip():
         values["status"] = report.status
         values["raw_status"] = report.raw_status
-    elif scan.status == Scan.Status.NOT_FOUND:
-        values["status"] = Scan.Status.UNKNOWN  # reported again, if without a status: no longer "not found"
+    elif scan.status in (Scan.Status.NOT_FOUND, Scan.Status.NEW):
+        # Listed, if without a status: no longer "not found", nor "not checked yet"; what it is, nobody said.
+        values["status"] = Scan.Status.UNKNOWN
     for name in TIMESTAMP_FIELDS:
         new = getattr(report, name)
         values[name] = new if new is not None or resubmitted else getattr(scan, name)

@@ -31,7 +31,8 @@ from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.db.models.deletion import ProtectedError
 
 from scans.alert_detection import ANNOUNCED, UNFINISHED, UNHEALTHY
-from scans.models import Alert, RefreshRun, Scan, StatusChange
+from scans.audit import audit_expired
+from scans.models import Alert, AuditEntry, RefreshRun, Scan, StatusChange
 from scans.poller_health import REFRESH_SUCCEEDED
 from scans.refresh import REFRESH_RUN_RETENTION
 from scans.services import scans_archive
@@ -44,7 +45,7 @@ SETTLED_AFTER = timedelta(hours=1)
 API_OPENERS = (Alert.Kind.API_DOWN, Alert.Kind.API_AUTH)
 # Batches take the oldest rows first, by the column the age is judged on: with an index on it the batch is read
 # from the index's start, not found by sorting every expired row (millions, the first time retention runs).
-_AGE = {StatusChange: "observed_at", Alert: "created_at", RefreshRun: "started_at"}
+_AGE = {StatusChange: "observed_at", Alert: "created_at", RefreshRun: "started_at", AuditEntry: "created_at"}
 
 
 @dataclass
@@ -56,6 +57,7 @@ class RetentionResult:
     status_changes: int = 0
     alerts: int = 0
     refresh_runs: int = 0
+    audit_entries: int = 0
     dry_run: bool = False
     unfinished: list[str] = field(default_factory=list)
 
@@ -67,6 +69,7 @@ class RetentionResult:
             "status_changes": self.status_changes,
             "alerts": self.alerts,
             "refresh_runs": self.refresh_runs,
+            "audit_entries": self.audit_entries,
             "unfinished": self.unfinished,
         }
 
@@ -253,7 +256,7 @@ def history_purge(
     dry_run: bool = False,
     result: RetentionResult | None = None,
 ) -> RetentionResult:
-    """Delete status changes, settled alerts and refresh runs past their retention, in batches; return the counts.
+    """Delete status changes, settled alerts, refresh runs and audit entries past their retention, in batches.
 
     Alerts go before runs: a run is deletable only once no alert names it. A dry run counts what is eligible
     now (a follow-up alert kept for the alert it follows becomes eligible at a later run).
@@ -264,6 +267,7 @@ def history_purge(
         ("status_changes", status_changes_expired(now=now)),
         ("alerts", alerts_expired(now=now)),
         ("refresh_runs", refresh_runs_expired(now=now)),
+        ("audit_entries", audit_expired(cutoff=history_cutoff(now=now))),
     ]
     for name, eligible in tables:
 

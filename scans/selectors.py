@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import astuple, dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db.models import Exists, F, FloatField, Func, Max, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from django.utils.functional import cached_property
 
 from scans.counts import scan_status_counts, search_status_counts, tracked_status_counts
 from scans.models import Alert, AlertMute, Scan, StatusChange, stuck_condition
 from scans.poller_health import PollerHealth, human_age, poller_health
+from scans.problems import error_group_condition
 from scans.search import SearchTerms, scan_search_condition, search_terms, tracked_labels
 
 __all__ = ["PollerHealth", "human_age", "poller_health", "tracked_status_counts"]
@@ -27,6 +30,7 @@ DEFAULT_PER_PAGE = 50
 # What the status chips count, in display order: (key, label, the status filter value it sets; None: no filter).
 CHIPS = (
     ("all", "All", None),
+    ("new", "Not checked yet", Scan.Status.NEW),
     ("pending", "Pending", Scan.Status.PENDING),
     ("in_progress", "In progress", Scan.Status.IN_PROGRESS),
     ("success", "Succeeded", Scan.Status.SUCCESS),
@@ -83,6 +87,22 @@ SORT_CHOICES = (
 )
 
 
+# The times the range filter applies to (the URL's `time`), by the column holding each.
+TIME_FIELDS = {"submitted": "submitted_at", "ended": "ended_at"}
+DEFAULT_TIME_FIELD = "submitted"
+# The time presets (the URL's `when`): each reaches this far back from now.
+TIME_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+CUSTOM = "custom"
+# The list's time range choices, in display order.
+TIME_RANGE_CHOICES = (
+    ("", "Any time"),
+    ("1h", "Last 1 h"),
+    ("24h", "Last 24 h"),
+    ("7d", "Last 7 d"),
+    (CUSTOM, "Custom"),
+)
+
+
 @dataclass(frozen=True)
 class ScanFilters:
     """What the list shows: every field comes from the query string."""
@@ -90,32 +110,61 @@ class ScanFilters:
     status: str = ""
     q: str = ""
     source: str = ""
-    submitted_from: date | None = None
-    submitted_to: date | None = None
+    # The time range: which time it applies to, a preset (TIME_WINDOWS, up to now) or CUSTOM whole days on the
+    # viewer's clock (`zone`, an IANA name); "" is any time. Days outside CUSTOM are never set (ScanFilterForm).
+    time_field: str = DEFAULT_TIME_FIELD
+    when: str = ""
+    day_from: date | None = None
+    day_to: date | None = None
+    zone: str = "UTC"
     sort: str = DEFAULT_SORT
     archived: bool = False
     page: int = 1
     per_page: int = DEFAULT_PER_PAGE
+    error: str = ""  # a Problems group: scans whose error normalises to this (scans.problems)
+
+    @property
+    def has_time_range(self) -> bool:
+        """Whether a time range narrows the list (a preset, or a custom range with at least one day)."""
+        return self.when in TIME_WINDOWS or bool(self.day_from or self.day_to)
+
+    def time_bounds(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """[start, end) the chosen time must fall in; None is an open end. A preset is the last hour/day/week
+        up to `now`; custom days run from the zone's midnight to the next one (DST days are 23 or 25 h long)."""
+        if self.when in TIME_WINDOWS:
+            return now - TIME_WINDOWS[self.when], None
+        zone = ZoneInfo(self.zone)
+        # The first and last dates have no day before or after them in every zone: those ends stay open.
+        start = _day_start(self.day_from, zone) if self.day_from and self.day_from > date.min else None
+        end = _day_start(self.day_to + timedelta(days=1), zone) if self.day_to and self.day_to < date.max else None
+        return start, end
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
+def _day_start(day: date, zone: tzinfo = UTC) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=zone)
 
 
-def scans_matching(*, filters: ScanFilters, terms: SearchTerms | None = None) -> QuerySet[Scan]:
+def scans_matching(
+    *, filters: ScanFilters, terms: SearchTerms | None = None, now: datetime | None = None
+) -> QuerySet[Scan]:
     """Scans matching every filter except the status (the chips count per status over this set).
 
     `terms`: the search split by _search_terms(), for its label half to be read from the label index.
+    `now`: where a time preset ends (default: the current time).
     """
     qs = Scan.objects.archived() if filters.archived else Scan.objects.tracked()
     if filters.q:
         qs = qs.filter(terms.condition() if terms else scan_search_condition(filters.q))
     if filters.source:
         qs = qs.filter(data_source=filters.source)
-    if filters.submitted_from:
-        qs = qs.filter(submitted_at__gte=_day_start(filters.submitted_from))
-    if filters.submitted_to and filters.submitted_to < date.max:  # date.max has no next day: no upper bound
-        qs = qs.filter(submitted_at__lt=_day_start(filters.submitted_to + timedelta(days=1)))
+    if filters.error:
+        qs = qs.filter(error_group_condition(filters.error))
+    start, end = filters.time_bounds(now or timezone.now())
+    column = TIME_FIELDS[filters.time_field]
+    if start:
+        qs = qs.filter(**{f"{column}__gte": start})
+    if end:
+        qs = qs.filter(**{f"{column}__lt": end})
     return qs
 
 
@@ -266,12 +315,14 @@ def scan_list_counts(
     search alone, its label half is counted from the label index (`terms`, see _search_terms).
     """
     narrowed = replace(filters, status="", sort=DEFAULT_SORT, page=1, per_page=DEFAULT_PER_PAGE)
+    if not narrowed.has_time_range:  # "ended" or "custom" alone narrow nothing: count them as the plain list
+        narrowed = replace(narrowed, time_field=DEFAULT_TIME_FIELD, when="", zone="UTC")
     if narrowed == ScanFilters():
         return cached_counts("counts", (), lambda: tracked_status_counts(now=now), now=now, version=version)
     if terms and narrowed == ScanFilters(q=filters.q):
         read = lambda: search_status_counts(terms=terms, now=now)  # noqa: E731
     else:
-        matching = scans_matching(filters=filters, terms=terms)
+        matching = scans_matching(filters=filters, terms=terms, now=now)
         read = lambda: scan_status_counts(matching, now=now)  # noqa: E731
     return cached_counts("counts", astuple(narrowed), read, now=now, version=version)
 
@@ -281,7 +332,7 @@ def scan_list_for_dashboard(*, filters: ScanFilters, now: datetime) -> ScanListP
     version = scans_version()
     terms = _search_terms(filters, now=now, version=version)
     counts = scan_list_counts(filters=filters, now=now, version=version, terms=terms)
-    matching = _with_status(scans_matching(filters=filters, terms=terms), filters.status, now)
+    matching = _with_status(scans_matching(filters=filters, terms=terms, now=now), filters.status, now)
     matching = matching.only(*LIST_COLUMNS)
     # The poll row's last check, joined by primary key for the page's rows only (scan.checked_at), and the
     # muted markers, two index lookups per row of the page inside the same query.

@@ -6,11 +6,17 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from scans.models import Scan, ScanPoll, tracking_id_problem
+from scans.audit import audit_record
+from scans.models import AuditEntry, Scan, ScanPoll, tracking_id_problem
+
+if TYPE_CHECKING:
+    from scans.audit import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +31,13 @@ class TrackResult:
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
-def scans_track(*, ids: Iterable[str], label: str = "", now: datetime | None = None) -> TrackResult:
-    """Start tracking the valid IDs; report repeats, already tracked IDs and rejects without failing the others."""
+def scans_track(
+    *, ids: Iterable[str], label: str = "", now: datetime | None = None, user: Actor = None
+) -> TrackResult:
+    """Start tracking the valid IDs; report repeats, already tracked IDs and rejects without failing the others.
+
+    `user`: who added them, for the audit log (an account, or "manage.py"); None records nothing.
+    """
     now = now or timezone.now()
     result = TrackResult()
     wanted: dict[str, None] = {}
@@ -57,17 +68,21 @@ def scans_track(*, ids: Iterable[str], label: str = "", now: datetime | None = N
         batch_size=500,
     )
     result.added.extend(new)
+    if new:
+        detail = f"label: {label.strip()[:200]}" if label.strip() else ""
+        added = Scan.objects.filter(tracking_id__in=new)
+        audit_record(user=user, action=AuditEntry.Action.ADD, scans=added, detail=detail, now=now)
     return result
 
 
-def scans_track_entries(*, entries: Iterable[tuple[str, str]], label: str = "") -> TrackResult:
+def scans_track_entries(*, entries: Iterable[tuple[str, str]], label: str = "", user: Actor = None) -> TrackResult:
     """Track (tracking ID, label) pairs, e.g. from a CSV; an entry without a label takes `label`."""
     by_label: dict[str, list[str]] = {}
     for tracking_id, entry_label in entries:
         by_label.setdefault(entry_label.strip() or label, []).append(tracking_id)
     merged = TrackResult()
     for group_label, ids in by_label.items():
-        result = scans_track(ids=ids, label=group_label)
+        result = scans_track(ids=ids, label=group_label, user=user)
         merged.added += result.added
         merged.already_tracked += result.already_tracked
         merged.repeated += result.repeated
@@ -103,15 +118,19 @@ class RefreshRequest:
     queue: QueueRequest
 
 
-def scans_refresh_now(*, scan_ids: Iterable[int], now: datetime | None = None) -> RefreshRequest:
+def scans_refresh_now(
+    *, scan_ids: Iterable[int], now: datetime | None = None, user: Actor = None
+) -> RefreshRequest:
     """Make the given non-final, non-archived scans due now and ask a worker to poll them.
 
     The poll itself runs in the worker (the same refresh the beat runs), so a slow API never holds a page; a
     broker that cannot take the message leaves the scans due for the next scheduled cycle.
     """
     now = now or timezone.now()
-    wanted = Scan.objects.active().filter(pk__in=list(scan_ids))
+    wanted = Scan.objects.active().filter(pk__in=_ids(scan_ids))
     count = ScanPoll.objects.filter(scan__in=wanted, claim_token="").update(next_check_at=now)
+    if count:
+        audit_record(user=user, action=AuditEntry.Action.REFRESH, scans=wanted, now=now)
     return RefreshRequest(count=count, queue=scans_request_refresh() if count else QueueRequest())
 
 
@@ -183,25 +202,40 @@ def scans_queue_refresh_batches(*, run_id: int, tokens: list[str], queue: str | 
     return sent
 
 
-def scans_archive(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
+def scans_archive(*, scan_ids: Iterable[int], now: datetime | None = None, user: Actor = None) -> int:
     """Stop tracking: archived scans leave the default list and are never polled. Return how many changed."""
     now = now or timezone.now()
     with transaction.atomic():
-        archived = list(Scan.objects.tracked().filter(pk__in=list(scan_ids)).values_list("pk", flat=True))
+        archived = list(Scan.objects.tracked().filter(pk__in=_ids(scan_ids)).values_list("pk", flat=True))
         ScanPoll.objects.filter(scan__in=archived).update(next_check_at=None, claim_token="")
+        audit_record(
+            user=user, action=AuditEntry.Action.ARCHIVE, scans=Scan.objects.filter(pk__in=archived), now=now
+        )
         return Scan.objects.filter(pk__in=archived).write(archived_at=now)
 
 
-def scans_restore(*, scan_ids: Iterable[int], now: datetime | None = None) -> int:
+def scans_restore(*, scan_ids: Iterable[int], now: datetime | None = None, user: Actor = None) -> int:
     """Track archived scans again; the non-final ones are polled at the next refresh. Return how many."""
     now = now or timezone.now()
-    archived = Scan.objects.archived().filter(pk__in=list(scan_ids))
+    archived = Scan.objects.archived().filter(pk__in=_ids(scan_ids))
     with transaction.atomic():
         # What was not final is polled at the next refresh.
         ScanPoll.objects.filter(scan__in=archived.exclude(status__in=Scan.TERMINAL)).update(next_check_at=now)
-        return archived.write(archived_at=None)
+        restored = list(archived.values_list("pk", flat=True))
+        audit_record(
+            user=user, action=AuditEntry.Action.RESTORE, scans=Scan.objects.filter(pk__in=restored), now=now
+        )
+        return Scan.objects.archived().filter(pk__in=restored).write(archived_at=None)
 
 
-def scans_set_label(*, scan_ids: Iterable[int], label: str) -> int:
+def scans_set_label(*, scan_ids: Iterable[int], label: str, user: Actor = None) -> int:
     """Set (or clear, with "") the label of the given scans. Return how many."""
-    return Scan.objects.filter(pk__in=list(scan_ids)).write(label=label.strip())
+    scans = Scan.objects.filter(pk__in=_ids(scan_ids))
+    detail = f"label: {label.strip()}" if label.strip() else "label cleared"
+    audit_record(user=user, action=AuditEntry.Action.LABEL, scans=scans, detail=detail)
+    return scans.write(label=label.strip())
+
+
+def _ids(scan_ids: Iterable[int]) -> Iterable[int]:
+    """The operand of a `pk__in`: a queryset (scans.selection) stays a subquery, anything else becomes a list."""
+    return scan_ids if isinstance(scan_ids, QuerySet) else list(scan_ids)

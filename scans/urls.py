@@ -6,6 +6,7 @@ from scans.models import TRACKING_ID_ALPHABET, TRACKING_ID_MAX_LENGTH
 from scans.views import alerts as alert_views
 from scans.views import health
 from scans.views import scans as scan_views
+from scans.views import triage as triage_views
 
 
 class TrackingIdConverter:
@@ -45,8 +46,10 @@ urlpatterns = [
     path("add/edit/", scan_views.scan_add_edit, name="add-edit"),
     path("bulk/refresh/", scan_views.scans_bulk_refresh, name="bulk-refresh"),
     path("bulk/archive/", scan_views.scans_bulk_archive, name="bulk-archive"),
+    path("bulk/archive/undo/", scan_views.scans_bulk_archive_undo, name="bulk-archive-undo"),
     path("bulk/restore/", scan_views.scans_bulk_restore, name="bulk-restore"),
     path("bulk/label/", scan_views.scans_bulk_label, name="bulk-label"),
+    path("bulk/clear-label/", scan_views.scans_bulk_clear_label, name="bulk-clear-label"),
     path("healthz", health.healthz, name="healthz"),
     path("livez", health.livez, name="livez"),
     path("alerts/", alert_views.alert_list, name="alerts"),
@@ -64,4 +67,8 @@ urlpatterns = [
     path("scans/<tracking_id:tracking_id>/restore/", scan_views.scan_restore, name="restore"),
     path("scans/<tracking_id:tracking_id>/mute/", scan_views.scan_mute, name="mute"),
     path("scans/<tracking_id:tracking_id>/unmute/", scan_views.scan_unmute, name="unmute"),
+    path("scans/<tracking_id:tracking_id>/acknowledge/", triage_views.scan_acknowledge, name="acknowledge"),
+    path("problems/", triage_views.problem_list, name="problems"),
+    path("problems/acknowledge/", triage_views.problem_group_acknowledge, name="problem-group-acknowledge"),
+    path("audit/", triage_views.audit_log, name="audit"),
 ]

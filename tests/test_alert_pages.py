@@ -65,7 +65,14 @@ def test_the_alerts_page_shows_sent_waiting_failing_and_suppressed_alerts(viewer
     text = page_text(response)
 
     assert sorted(listed_ids(response)) == ["failing-scan", "muted-scan", "sent-scan", "waiting-scan"]
-    for shown in ("[Scan FAILED] crm", "[Scan STUCK] waiting-scan", "Sent", "Waiting", "Failing to send", "421"):
+    for shown in (
+        "[FAILED] crm — Permission denied",
+        "[STUCK] waiting-scan — pending",
+        "Sent",
+        "Waiting",
+        "Failing to send",
+        "421",
+    ):
         assert shown in text
     assert "Suppressed" in text and "scan muted" in text
     assert "Resend now" not in text  # a viewer cannot resend
@@ -131,7 +138,7 @@ def test_an_operator_resends_a_failing_alert_and_it_is_delivered_at_the_next_sen
     resent = [
         message for message in outbox.messages if message["Message-ID"].startswith(f"<scan-alert-{alert.pk}@")
     ]
-    assert [message["Subject"] for message in resent] == ["[Scan FAILED] crm"]
+    assert [message["Subject"] for message in resent] == ["[FAILED] crm — Permission denied"]
 
 
 def test_resending_an_alert_already_sent_does_nothing(operator_client, outbox):
@@ -459,7 +466,7 @@ def test_html_in_an_error_is_escaped_in_the_html_mail_and_kept_in_the_text(setti
     assert "<script>" not in body_html and "<b>bold" not in body_html and "<i>crm" not in body_html
     assert "Bad row &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in body_html
     assert error in message.body  # the plain text shows the error exactly as the API sent it
-    assert message.subject == "[Scan FAILED] <i>crm</i>"
+    assert message.subject == '[FAILED] <i>crm</i> — Bad row <script>alert("x")</script> & <b>bold</b>'
 
 
 def test_a_label_cannot_inject_mail_headers(settings):
@@ -470,7 +477,7 @@ def test_a_label_cannot_inject_mail_headers(settings):
     alerts_send_due()
 
     [message] = mail.outbox
-    assert message.subject == "[Scan FAILED] crm Bcc: attacker@example.com"
+    assert message.subject == "[FAILED] crm Bcc: attacker@example.com — Permission denied"
     assert message.recipients() == OPS
 
 
@@ -482,7 +489,7 @@ def test_the_alerts_page_escapes_what_it_shows(viewer_client, settings):
     body = alerts_page(viewer_client).content.decode()
 
     assert "<img src=x" not in body
-    assert html.escape("[Scan FAILED] <img src=x onerror=alert(1)>", quote=False) in body
+    assert html.escape("[FAILED] <img src=x onerror=alert(1)> — Permission denied", quote=False) in body
 
 
 def test_superusers_can_browse_and_search_the_outbox_in_the_admin(admin_client):

@@ -5,6 +5,7 @@ import io
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.apps.registry import Apps
@@ -12,6 +13,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from scans import alert_detection
 from scans.alerts import (
@@ -90,6 +92,11 @@ def subjects(inbox) -> list[str]:
     return [message["Subject"] for message in inbox.messages]
 
 
+def heads(inbox) -> list[str]:
+    """The subjects without their reasons: what each mail is about ("[FAILED] scan-a")."""
+    return [subject.split(" — ")[0] for subject in subjects(inbox)]
+
+
 # --- A failed scan ------------------------------------------------------------------------------------------
 
 
@@ -112,7 +119,7 @@ def test_a_scan_turning_failed_mails_its_error_and_link_once_to_the_right_people
     cycle()
 
     [message] = inbox.messages
-    assert message["Subject"] == "[Scan FAILED] nightly CRM"
+    assert message["Subject"] == "[FAILED] nightly CRM — Permission denied reading CustomerDB/Customerstable"
     assert sorted(message.envelope_to) == sorted([*OPS, "alice@example.com"])
     assert message["X-Scan-Alert-Kind"] == "failed"
     text, html = text_of(message), html_of(message)
@@ -158,8 +165,51 @@ def test_a_scan_that_failed_long_before_it_was_tracked_is_not_news(inbox, simula
 
     cycle()
 
-    assert subjects(inbox) == ["[Scan FAILED] fresh-failure"]
+    assert heads(inbox) == ["[FAILED] fresh-failure"]
     assert Scan.objects.get(tracking_id="old-failure").status == Scan.Status.FAILED
+
+
+def test_a_long_many_line_error_makes_one_short_subject_line_with_its_first_line(inbox, clock):
+    first = "Permission denied reading object CustomerDB/Customerstable/partition=2026-11-28/part-000" + "1" * 40
+    error = f"{first}\r\nBcc: attacker@example.com\n\tat reader.py line 12\u2028Subject: spoofed\x07"
+    make_scan("scan-long", status=Scan.Status.FAILED, label="HR share audit", error_message=error, ended_at=T0)
+
+    alerts_run()
+
+    [message] = inbox.messages
+    subject = message["Subject"]
+    assert subject.startswith("[FAILED] HR share audit — Permission denied reading object CustomerDB/")
+    assert len(subject) == 100 and subject.endswith("…")
+    assert "Bcc" not in subject and "\n" not in subject
+    assert message.get_all("Subject") == [subject] and message.get_all("Bcc") is None
+    assert sorted(message.envelope_to) == sorted(OPS)
+
+
+def test_a_scan_without_a_label_is_named_by_its_tracking_id_and_a_bare_failure_has_no_dash(inbox, clock):
+    make_scan("d3c1e2f0-5a6b-4c7d-8e9f-0a1b2c3d4e5f", status=Scan.Status.FAILED, ended_at=T0)
+
+    alerts_run()
+
+    assert subjects(inbox) == ["[FAILED] d3c1e2f0-5a6b-4c7d-8e9f-0a1b2c3d4e5f"]
+
+
+def test_mail_times_are_utc_even_when_a_viewers_zone_is_active(inbox, clock):
+    make_scan(
+        "scan-tokyo",
+        status=Scan.Status.FAILED,
+        submitted_at=T0 - timedelta(minutes=20),
+        started_at=T0 - timedelta(minutes=15),
+        ended_at=T0 - timedelta(minutes=5),
+        error_message="Quota exceeded",
+    )
+
+    # A detection run inside a request (a resend, a page that triggers work) must not write the viewer's clock.
+    with timezone.override(ZoneInfo("Asia/Tokyo")):
+        alerts_run()
+
+    text = text_of(inbox.messages[0])
+    assert "Ended:       2026-11-28 08:55:00 UTC" in text
+    assert "17:55" not in text
 
 
 def test_send_alerts_command_detects_sends_and_prints_what_it_sent(inbox, simulator):
@@ -171,9 +221,9 @@ def test_send_alerts_command_detects_sends_and_prints_what_it_sent(inbox, simula
     call_command("send_alerts", stdout=out)
 
     assert "new alerts: 1 failed" in out.getvalue()
-    assert f"sent     [Scan FAILED] scan-a  ->  {', '.join(OPS)}" in out.getvalue()
+    assert f"sent     [FAILED] scan-a — Quota exceeded for tenant  ->  {', '.join(OPS)}" in out.getvalue()
     assert "1 sent, 0 failed" in out.getvalue()
-    assert subjects(inbox) == ["[Scan FAILED] scan-a"]
+    assert heads(inbox) == ["[FAILED] scan-a"]
 
     again = io.StringIO()
     call_command("send_alerts", stdout=again)
@@ -198,15 +248,20 @@ def test_without_any_recipient_the_alert_is_recorded_but_not_sent(inbox, simulat
 
 
 @pytest.mark.parametrize(
-    ("status", "limit", "waited"),
+    ("status", "limit", "waited", "reason"),
     [
-        ("PENDING", timedelta(minutes=30), "pending since it was submitted, 30\xa0minutes ago"),
-        ("IN-PROGRESS", timedelta(minutes=120), "in progress for 2\xa0hours"),
+        (
+            "PENDING",
+            timedelta(minutes=30),
+            "pending since it was submitted, 30\xa0minutes ago",
+            "pending 30m 01s, limit 30m",
+        ),
+        ("IN-PROGRESS", timedelta(minutes=120), "in progress for 2\xa0hours", "running 2h 00m, limit 2h"),
     ],
     ids=["pending-30min", "running-120min"],
 )
 def test_a_scan_is_stuck_one_second_after_its_limit_by_the_apis_timestamps(
-    inbox, simulator, clock, status, limit, waited
+    inbox, simulator, clock, status, limit, waited, reason
 ):
     # Submitted (or started) at T0 by the API; tracking only begins a minute before the limit, so only the API's
     # own timestamp can tell how long the scan has been waiting.
@@ -226,7 +281,7 @@ def test_a_scan_is_stuck_one_second_after_its_limit_by_the_apis_timestamps(
 
     clock.at(seconds=limit.total_seconds() + 1)
     cycle()
-    assert subjects(inbox) == ["[Scan STUCK] slow-scan"]
+    assert subjects(inbox) == [f"[STUCK] slow-scan — {reason}"]
     text = text_of(inbox.messages[0])
     assert "Status:      " + status in text
     assert waited in text
@@ -251,7 +306,7 @@ def test_a_scan_finished_in_time_is_never_stuck_and_a_late_one_gets_a_resolved_n
     clock.at(minutes=120, seconds=1)
     cycle()
 
-    assert subjects(inbox) == ["[Scan STUCK] late"]
+    assert subjects(inbox) == ["[STUCK] late — running 2h 00m, limit 2h"]
 
     clock.at(minutes=125)
     simulator.set_status("late", "SUCCESS")
@@ -259,7 +314,10 @@ def test_a_scan_finished_in_time_is_never_stuck_and_a_late_one_gets_a_resolved_n
     clock.at(minutes=126)
     cycle()
 
-    assert subjects(inbox) == ["[Scan STUCK] late", "[Scan resolved] late finished: SUCCESS"]
+    assert subjects(inbox) == [
+        "[STUCK] late — running 2h 00m, limit 2h",
+        "[RESOLVED] late — no longer stuck: Succeeded",
+    ]
     assert "Run time:    2h 05m" in text_of(inbox.messages[1])
     assert not Alert.objects.filter(scan__tracking_id="quick").exists()
 
@@ -311,7 +369,7 @@ def test_an_alert_waits_while_smtp_is_down_and_is_delivered_exactly_once_after(i
     cycle()
     alerts_run()
 
-    assert subjects(inbox) == ["[Scan FAILED] scan-a"]
+    assert heads(inbox) == ["[FAILED] scan-a"]
     alert.refresh_from_db()
     assert (alert.state, alert.attempts, alert.last_error) == ("sent", 3, "")
 
@@ -326,7 +384,7 @@ def test_send_alerts_command_fails_loudly_while_smtp_is_down_and_keeps_the_alert
     with pytest.raises(CommandError, match="1 alert\\(s\\) could not be sent"):
         call_command("send_alerts", stdout=io.StringIO(), stderr=err)
 
-    assert "not sent [Scan FAILED] scan-a" in err.getvalue()
+    assert "not sent [FAILED] scan-a — " in err.getvalue()
     assert Alert.objects.get().state == Alert.State.PENDING
 
 
@@ -342,7 +400,7 @@ def test_one_refused_message_does_not_lose_the_others(inbox, simulator, clock):
     clock.at(minutes=1)
     alerts_run()
 
-    assert sorted(subjects(inbox)) == ["[Scan FAILED] scan-a", "[Scan FAILED] scan-b", "[Scan FAILED] scan-c"]
+    assert sorted(heads(inbox)) == ["[FAILED] scan-a", "[FAILED] scan-b", "[FAILED] scan-c"]
     assert set(Alert.objects.values_list("state", flat=True)) == {"sent"}
 
 
@@ -365,7 +423,7 @@ def test_five_hundred_failures_in_one_cycle_make_one_digest_per_recipient(
 
     [message] = inbox.messages
     assert sorted(message.envelope_to) == sorted([*OPS, "alice@example.com"])
-    assert message["Subject"] == "[Scans Scan failed] 500 scans at once"
+    assert message["Subject"] == "[FAILED] 500 scans at once"
     text, html = text_of(message), html_of(message)
     assert text.startswith("500 alerts of one kind (Scan failed)")
     for tracking_id in ids[:200]:
@@ -391,7 +449,7 @@ def test_up_to_the_threshold_every_alert_is_mailed_on_its_own(inbox, simulator):
 
     cycle()
 
-    assert sorted(subjects(inbox)) == [f"[Scan FAILED] {tracking_id}" for tracking_id in ids]
+    assert sorted(heads(inbox)) == [f"[FAILED] {tracking_id}" for tracking_id in ids]
     assert not Alert.objects.filter(is_digest=True).exists()
 
 
@@ -437,7 +495,7 @@ def test_the_api_is_down_after_three_failed_cycles_and_recovers_once(inbox, simu
 
     clock.at(seconds=60)
     cycle()
-    assert subjects(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
+    assert heads(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
     assert "Since:      2026-11-28 09:00:00 UTC" in text_of(inbox.messages[0])
 
     clock.at(seconds=90)
@@ -463,7 +521,7 @@ def test_a_reported_outage_gets_its_recovery_even_if_a_later_alert_about_it_was_
     for n in range(3):
         clock.at(seconds=30 * n)
         cycle()
-    assert subjects(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
+    assert heads(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
 
     snooze = alerts_snooze(until=T0 + timedelta(minutes=10))
     simulator.configure(error_rate=0.0)
@@ -542,7 +600,7 @@ def test_a_scan_unknown_to_protecto_is_alerted_once(inbox):
     alerts_run()
 
     [message] = inbox.messages
-    assert message["Subject"] == "[Scan NOT FOUND] nightly HR is unknown to Protecto"
+    assert message["Subject"] == "[NOT FOUND] nightly HR — not reported by Protecto for 24 h"
     assert "nina@example.com" in message.envelope_to
     assert "has not reported this tracking ID for 24 hours" in text_of(message)
     assert "Tracking ID: typo-id-1" in text_of(message)
@@ -615,7 +673,7 @@ def test_muted_alerts_muted_labels_and_a_snooze_send_nothing_and_show_as_suppres
 
     cycle()
 
-    assert subjects(inbox) == ["[Scan FAILED] crm"]
+    assert heads(inbox) == ["[FAILED] crm"]
     reasons = dict(
         Alert.objects.filter(state=Alert.State.SUPPRESSED).values_list("scan__tracking_id", "suppressed_reason")
     )
@@ -643,7 +701,7 @@ def test_muted_alerts_muted_labels_and_a_snooze_send_nothing_and_show_as_suppres
     cycle()
 
     # A recovery from an outage nobody was told about would only confuse: it is not sent either.
-    assert subjects(inbox)[1:] == ["[Scan FAILED] after-snooze"]
+    assert heads(inbox)[1:] == ["[FAILED] after-snooze"]
 
 
 def test_a_scheduled_window_holds_back_alerts_only_between_its_start_and_its_end(inbox, simulator, clock):
@@ -664,10 +722,10 @@ def test_a_scheduled_window_holds_back_alerts_only_between_its_start_and_its_end
     clock.at(hours=1)
     fail_now("when-it-ends")
 
-    assert subjects(inbox) == [
-        "[Scan FAILED] before-the-window",
-        "[Scan FAILED] just-before-the-window",
-        "[Scan FAILED] when-it-ends",
+    assert heads(inbox) == [
+        "[FAILED] before-the-window",
+        "[FAILED] just-before-the-window",
+        "[FAILED] when-it-ends",
     ]
     held = Alert.objects.filter(state=Alert.State.SUPPRESSED)
     assert sorted(held.values_list("scan__tracking_id", "snooze", "suppressed_reason")) == [
@@ -695,7 +753,7 @@ def test_a_window_ended_early_or_cancelled_before_it_starts_holds_nothing_back_a
     scans_track(ids=["in-cancelled-window"])
     cycle()
 
-    assert subjects(inbox) == ["[Scan FAILED] after-end-now", "[Scan FAILED] in-cancelled-window"]
+    assert heads(inbox) == ["[FAILED] after-end-now", "[FAILED] in-cancelled-window"]
     assert Alert.objects.get(scan__tracking_id="during").state == Alert.State.SUPPRESSED
 
 
@@ -747,7 +805,7 @@ def test_a_scan_still_stuck_and_an_api_still_down_when_the_snooze_ends_are_alert
 
     assert sorted(subject.split(" refresh")[0] for subject in subjects(inbox)) == [
         "[Protecto API DOWN] 5",
-        "[Scan STUCK] slow",
+        "[STUCK] slow — pending 1h 00m, limit 30m",
     ]
 
 
@@ -768,7 +826,8 @@ def test_a_snooze_or_mute_made_while_an_alert_waits_for_the_mail_server_stops_it
     alerts_run()
 
     assert inbox.messages == []
-    assert "held     [Scan FAILED] scan-b: snoozed until 2026-11-28 09:30 UTC" in out.getvalue()
+    held = next(line for line in out.getvalue().splitlines() if line.startswith("held     [FAILED] scan-b — "))
+    assert held.endswith(": snoozed until 2026-11-28 09:30 UTC")
     assert set(Alert.objects.values_list("scan__tracking_id", "state")) == {
         ("scan-a", "suppressed"),
         ("scan-b", "suppressed"),
@@ -928,7 +987,7 @@ def test_two_detections_at_once_write_each_alert_and_the_digest_once(settings, s
 
     assert Alert.objects.filter(is_digest=False).count() == 30
     assert Alert.objects.get(is_digest=True).members.count() == 30
-    assert [message["Subject"] for message in smtp_server.messages] == ["[Scans Scan failed] 30 scans at once"]
+    assert [message["Subject"] for message in smtp_server.messages] == ["[FAILED] 30 scans at once"]
 
 
 # --- Migration 0008: keys into columns --------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_the_send_alerts_task_mails_what_is_due(settings, smtp_server):
     outcome = send_alerts.apply().get()
 
     assert outcome == {"created": {"failed": 1}, "sent": 1, "failed": 0}
-    assert [message["Subject"] for message in smtp_server.messages] == ["[Scan FAILED] task-scan"]
+    assert [message["Subject"] for message in smtp_server.messages] == ["[FAILED] task-scan"]
 
 
 def _database_url_for_subprocess() -> str:

@@ -327,7 +327,8 @@ def test_a_page_past_the_end_shows_the_last_page(operator_client, thirty_scans, 
 
 @pytest.mark.parametrize("page", ["abc", "0", "-4", "1.5", ""])
 def test_a_page_that_is_not_a_positive_whole_number_shows_the_first_page(operator_client, thirty_scans, page):
-    response = get_list(operator_client, f"?per=25&page={page}")
+    # An empty page is first redirected to the URL without it; followed, like a browser would.
+    response = operator_client.get(f"/?per=25&page={page}", follow=True)
 
     assert listed_ids(response)[0] == "page-00"
     assert "Page 1 of 2" in page_text(response)
@@ -337,7 +338,7 @@ def test_a_page_that_is_not_a_positive_whole_number_shows_the_first_page(operato
 def test_the_page_size_is_25_50_or_100_and_anything_else_means_50(operator_client, per, rows):
     Scan.objects.bulk_create([Scan(tracking_id=f"many-{n:03d}") for n in range(60)])
 
-    assert len(listed_ids(get_list(operator_client, f"?per={per}"))) == rows
+    assert len(listed_ids(operator_client.get(f"/?per={per}", follow=True))) == rows
 
 
 def test_changing_a_filter_goes_back_to_the_first_page(operator_client, thirty_scans):
@@ -380,19 +381,22 @@ def two_teams(now):
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("", dict(all=8, pending=1, in_progress=1, success=3, failed=2, unknown=1, not_found=0, stuck=1)),
-        ("?q=alpha", dict(all=5, pending=1, in_progress=1, success=1, failed=2, unknown=0, not_found=0, stuck=1)),
+        ("", dict(all=8, pending=1, in_progress=1, success=3, failed=2, unknown=1, not_found=0, new=0, stuck=1)),
+        (
+            "?q=alpha",
+            dict(all=5, pending=1, in_progress=1, success=1, failed=2, unknown=0, not_found=0, new=0, stuck=1),
+        ),
         (
             "?source=snowflake",
-            dict(all=4, pending=1, in_progress=0, success=2, failed=0, unknown=1, not_found=0, stuck=1),
+            dict(all=4, pending=1, in_progress=0, success=2, failed=0, unknown=1, not_found=0, new=0, stuck=1),
         ),
         (
             "?to=2026-01-31",
-            dict(all=4, pending=1, in_progress=0, success=2, failed=0, unknown=1, not_found=0, stuck=1),
+            dict(all=4, pending=1, in_progress=0, success=2, failed=0, unknown=1, not_found=0, new=0, stuck=1),
         ),
         (
             "?q=alpha&source=s3",
-            dict(all=4, pending=0, in_progress=1, success=1, failed=2, unknown=0, not_found=0, stuck=0),
+            dict(all=4, pending=0, in_progress=1, success=1, failed=2, unknown=0, not_found=0, new=0, stuck=0),
         ),
     ],
 )
@@ -402,10 +406,10 @@ def test_the_chips_count_what_search_source_and_dates_let_through(operator_clien
 
 @pytest.mark.parametrize("status", ["", "FAILED", "SUCCESS", "STUCK", "UNKNOWN"])
 def test_choosing_a_status_changes_the_rows_but_not_the_chip_counts(operator_client, two_teams, status):
-    response = get_list(operator_client, f"?q=alpha&status={status}")
+    response = get_list(operator_client, f"?q=alpha&status={status}" if status else "?q=alpha")
 
     assert chip_counts(response) == dict(
-        all=5, pending=1, in_progress=1, success=1, failed=2, unknown=0, not_found=0, stuck=1
+        all=5, pending=1, in_progress=1, success=1, failed=2, unknown=0, not_found=0, new=0, stuck=1
     )
     key = {"": "all", "STUCK": "stuck"}.get(status, status.lower())
     assert len(listed_ids(response)) == chip_counts(response)[key]
@@ -585,7 +589,7 @@ def test_the_live_table_costs_at_most_seven_queries_whatever_the_page_size(
 
     # The user and permissions (3), the version, the distinct labels (a search's label half), counts, the page.
     with django_assert_max_num_queries(7):
-        response = get_list(operator_client, f"?per={per}&sort=problems&q=q-", **HTMX)
+        response = get_list(operator_client, f"?per={per}&sort=problems&q=q-0", **HTMX)
 
     assert len(listed_ids(response)) == per
 
@@ -609,3 +613,166 @@ def test_not_found_scans_have_their_own_chip_and_filter_apart_from_unknown(opera
 
     assert (chip_counts(response)["not_found"], chip_counts(response)["unknown"]) == (1, 1)
     assert listed_ids(response) == [lost.tracking_id]
+
+
+# --- Time presets, the ended time, the viewer's zone ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("when", "ago", "listed"),
+    [
+        ("1h", timedelta(minutes=59, seconds=59), True),
+        ("1h", timedelta(hours=1), True),
+        ("1h", timedelta(hours=1, seconds=1), False),
+        ("24h", timedelta(hours=23, minutes=59), True),
+        ("24h", timedelta(hours=24, seconds=1), False),
+        ("7d", timedelta(days=6, hours=23), True),
+        ("7d", timedelta(days=7, seconds=1), False),
+    ],
+)
+def test_a_time_preset_lists_the_scans_submitted_within_it_up_to_now(operator_client, now, when, ago, listed):
+    make_scan("in-question", submitted_at=now - ago)
+    make_scan("just-now", submitted_at=now)
+
+    response = get_list(operator_client, f"?when={when}")
+
+    assert sorted(listed_ids(response)) == (["in-question", "just-now"] if listed else ["just-now"])
+    assert chip_counts(response)["all"] == (2 if listed else 1)
+
+
+def test_the_ended_time_picks_scans_by_when_they_ended_not_when_they_were_submitted(operator_client, now):
+    long_ago = now - timedelta(days=30)
+    make_scan(
+        "ended-an-hour-ago", status=Scan.Status.FAILED, submitted_at=long_ago, ended_at=now - timedelta(hours=1)
+    )
+    make_scan("ended-two-days-ago", status=Scan.Status.FAILED, submitted_at=now, ended_at=now - timedelta(days=2))
+    make_scan("still-running", status=Scan.Status.IN_PROGRESS, submitted_at=now, started_at=now)
+
+    ended = get_list(operator_client, "?time=ended&when=24h&status=FAILED")
+    submitted = get_list(operator_client, "?time=submitted&when=24h")
+
+    assert listed_ids(ended) == ["ended-an-hour-ago"]
+    assert chip_counts(ended)["failed"] == 1
+    assert sorted(listed_ids(submitted)) == ["ended-two-days-ago", "still-running"]
+
+
+def test_custom_days_are_whole_days_on_the_viewers_clock_and_the_inputs_name_the_zone(operator_client):
+    operator_client.cookies["tz"] = "Europe/Berlin"  # UTC+1 in March before the DST change
+    make_scan("berlin-10th-00-30", submitted_at=datetime(2026, 3, 9, 23, 30, tzinfo=UTC))
+    make_scan("berlin-10th-23-30", submitted_at=datetime(2026, 3, 10, 22, 30, tzinfo=UTC))
+    make_scan("berlin-11th-00-30", submitted_at=datetime(2026, 3, 10, 23, 30, tzinfo=UTC))
+
+    response = get_list(operator_client, "?when=custom&from=2026-03-10&to=2026-03-10")
+
+    assert sorted(listed_ids(response)) == ["berlin-10th-00-30", "berlin-10th-23-30"]
+    page = parse_html(response)
+    assert page.select_one('label[for="from"]').get_text(strip=True) == "From (Europe/Berlin)"
+    assert page.select_one('label[for="to"]').get_text(strip=True) == "To (Europe/Berlin)"
+    assert page.select_one('input[name="when"][checked]')["value"] == "custom"
+
+
+def test_custom_days_apply_to_the_ended_time_when_it_is_chosen(operator_client):
+    make_scan(
+        "ended-on-the-10th",
+        submitted_at=datetime(2026, 3, 1, tzinfo=UTC),
+        ended_at=datetime(2026, 3, 10, 12, tzinfo=UTC),
+    )
+    make_scan("submitted-on-the-10th", submitted_at=datetime(2026, 3, 10, 12, tzinfo=UTC))
+
+    response = get_list(operator_client, "?time=ended&when=custom&from=2026-03-10&to=2026-03-10")
+
+    assert listed_ids(response) == ["ended-on-the-10th"]
+    assert parse_html(response).select_one('select[name="time"] option[selected]')["value"] == "ended"
+
+
+def test_a_preset_ignores_custom_days_left_in_the_query_string(operator_client, now):
+    make_scan("recent", submitted_at=now - timedelta(minutes=5))
+    make_scan("in-2020", submitted_at=datetime(2020, 1, 1, 12, tzinfo=UTC))
+
+    response = get_list(operator_client, "?when=1h&from=2020-01-01&to=2019-12-01")
+
+    assert listed_ids(response) == ["recent"]
+    page = parse_html(response)
+    assert page.select_one('input[name="when"][checked]')["value"] == "1h"
+    assert page.select_one('input[name="from"]')["value"] == ""
+    assert "swapped" not in page_text(response)
+
+
+def test_days_without_a_preset_from_an_older_link_are_a_custom_range(operator_client, submitted_around_march):
+    response = get_list(operator_client, "?from=2026-03-10&to=2026-03-12")
+
+    assert sorted(listed_ids(response)) == ["first-instant", "last-instant"]
+    assert parse_html(response).select_one('input[name="when"][checked]')["value"] == "custom"
+
+
+def test_no_time_range_checks_any_time(operator_client):
+    response = get_list(operator_client)
+
+    assert parse_html(response).select_one('input[name="when"][checked]')["value"] == ""
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("?when=fortnight", "Unknown time range 'fortnight' ignored."),
+        ("?time=created", "Unknown time field 'created' ignored."),
+    ],
+)
+def test_an_unknown_time_range_or_field_is_ignored_with_a_message(operator_client, now, query, message):
+    make_scan("old", submitted_at=now - timedelta(days=300))
+
+    response = get_list(operator_client, query)
+
+    assert message in page_text(response)
+    assert listed_ids(response) == ["old"]
+
+
+# --- Clean URLs ---------------------------------------------------------------------------------------------
+
+
+def test_a_shared_link_with_empty_parameters_is_redirected_to_the_clean_url(operator_client):
+    response = operator_client.get("/?q=&status=FAILED&source=&from=&to=&when=&page=")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/?status=FAILED"
+
+
+def test_links_built_from_an_htmx_request_with_empty_parameters_carry_none(operator_client):
+    make_scan("one", status=Scan.Status.FAILED)
+
+    response = get_list(operator_client, "?q=&status=FAILED&source=&when=", **HTMX)
+
+    chip_links = [chip["href"] for chip in parse_html(response).select("nav.chips a.chip")]
+    assert "?status=SUCCESS" in chip_links
+    for link in [*chip_links, table_poll_url(response)]:
+        assert "q=" not in link and "source=" not in link and "when=" not in link
+
+
+def test_the_list_varies_on_the_htmx_header_so_back_never_shows_a_cached_fragment(operator_client):
+    for headers in ({}, HTMX):
+        assert "HX-Request" in get_list(operator_client, "?status=FAILED", **headers)["Vary"]
+
+
+# --- The table that fits ------------------------------------------------------------------------------------
+
+
+def test_a_long_tracking_id_shows_its_ends_and_keeps_the_whole_id_in_its_title_and_text(operator_client):
+    make_scan(FULL_ID)
+
+    link = parse_html(get_list(operator_client)).select_one("td.id-cell a.tid")
+
+    assert link["title"] == FULL_ID
+    visible = [span.get_text() for span in link.find_all("span") if "tid-mid" not in span.get("class", [])]
+    assert visible == ["47882682", "…", "1b230b"]
+    assert link.select_one(".tid-cut")["aria-hidden"] == "true"  # the ellipsis is not part of the link's name
+    assert link.get_text().replace("…", "") == FULL_ID
+
+
+def test_the_error_column_holds_the_first_line_and_the_whole_message_in_its_title(operator_client):
+    message = "Permission denied reading object CustomerDB/Customerstable\nrole 'scanner' lacks SELECT"
+    make_scan("denied", status=Scan.Status.FAILED, error_message=message)
+
+    error = parse_html(get_list(operator_client)).select_one("td.error-cell [data-error]")
+
+    assert error.get_text() == "Permission denied reading object CustomerDB/Customerstable"
+    assert error["title"] == message

@@ -19,7 +19,9 @@ PAGES = ["/", "/header/", "/?status=FAILED&q=4788", "/add/", f"/scans/{SCAN_ID}/
 ACTIONS = ["refresh", "archive", "restore", "label", "mute", "unmute"]
 POSTS = [
     ("/add/", {"ids": "new-scan-1"}),
-    *[(f"/bulk/{action}/", {"ids": [SCAN_ID], "label": "changed"}) for action in ACTIONS[:4]],
+    *[(f"/bulk/{action}/", {"ids": [SCAN_ID], "label": "changed"}) for action in [*ACTIONS[:4], "clear-label"]],
+    ("/bulk/archive/", {"scope": "matching", "query": ""}),
+    ("/bulk/archive/undo/", {"archived_at": "2025-01-01T00:00:00+00:00"}),
     *[(f"/scans/{SCAN_ID}/{action}/", {"label": "changed"}) for action in ACTIONS],
 ]
 
@@ -99,6 +101,61 @@ def test_a_viewer_is_not_invited_to_add_scans_to_an_empty_list(viewer_client):
     assert "Add tracking IDs" not in text
 
 
+def test_a_viewer_refused_an_operator_page_is_told_why_and_led_back(viewer_client):
+    response = viewer_client.get("/add/")
+    page = parse_html(response)
+
+    assert response.status_code == 403
+    assert page.h1.get_text() == "Not allowed"
+    assert page.select_one('main a[href="/"]').get_text() == "Back to the scans"
+    assert page.select_one(".who .role").get_text() == "viewer"
+
+
+# --- An account in no group ----------------------------------------------------------------------------------
+
+NO_ACCESS = "Your account has no access yet: ask an administrator to add you to Viewers or Operators"
+
+
+@pytest.fixture
+def no_group_client(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("nora", password="pw-nora-1"))
+    return client
+
+
+@pytest.mark.parametrize("url", [*PAGES, "/alerts/", "/alerts/settings/"])
+def test_a_user_with_no_group_gets_one_clear_page_everywhere(no_group_client, scan, url):
+    response = no_group_client.get(url)
+    page = parse_html(response)
+
+    assert response.status_code == 403
+    assert NO_ACCESS in page_text(response)
+    assert page.select_one(".who").get_text(strip=True) == "nora"  # who is signed in, and no role badge
+    assert page.select(".role") == []
+    # No link anywhere that would only lead back to this page; one way on: Log out.
+    assert [link["href"] for link in page.select("header a, main a")] == ["/"]  # the brand
+    logout = page.select('form[action="/logout/"] button')
+    assert [button.get_text() for button in logout] == ["Log out"]
+    assert SCAN_ID not in page_text(response)
+
+
+@pytest.mark.parametrize(("url", "data"), POSTS)
+def test_a_user_with_no_group_changes_nothing(no_group_client, scan, url, data):
+    before = state()
+
+    response = no_group_client.post(url, data)
+
+    assert response.status_code == 403
+    assert NO_ACCESS in page_text(response)
+    assert state() == before
+
+
+def test_the_no_access_page_logs_out(no_group_client):
+    response = no_group_client.post("/logout/", follow=True)
+
+    assert response.redirect_chain[-1][0] == "/login/"
+    assert "_auth_user_id" not in no_group_client.session
+
+
 # --- Operator ----------------------------------------------------------------------------------------------
 
 
@@ -110,6 +167,7 @@ def test_an_operator_sees_the_controls(operator_client, scan):
     assert listing.select_one("form#bulk-form") is not None and listing.select_one('a[href="/add/"]') is not None
     assert detail.select_one(f'form[method="post"][action="/scans/{SCAN_ID}/archive/"]') is not None
     assert operator_client.get("/add/").status_code == 200
+    assert listing.select(".who .role") == []  # an operator carries no badge
 
 
 @pytest.mark.parametrize(

@@ -164,11 +164,15 @@ def test_search_follows_inserts_label_changes_and_deletes():
     assert _search("c3d4") == set()
 
 
-def test_a_search_shorter_than_a_trigram_still_finds_substrings():
+def test_a_search_shorter_than_a_trigram_finds_labels_but_not_tracking_ids():
     make_scan("zq-0001", label="")
     make_scan("other-0001", label="a zq label")
+    make_scan("archived-0001", label="old zq", archived_at=timezone.now())
 
-    assert _search("zQ") == {"zq-0001", "other-0001"}
+    assert _search("zQ") == {"other-0001"}
+    assert _search("zq-") == {"zq-0001"}
+    archived = selectors.scans_matching(filters=ScanFilters(q="zq", archived=True))
+    assert set(archived.values_list("tracking_id", flat=True)) == {"archived-0001"}
 
 
 def _search_counts(q: str, **filters) -> dict[str, int]:

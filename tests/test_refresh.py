@@ -43,7 +43,7 @@ def test_first_answer_records_status_times_and_one_transition(simulator, protect
     assert scan.poll.last_checked_at == T0
     assert scan.last_changed_at == T0
     assert scan.poll.next_check_at == T0 + timedelta(seconds=30)
-    assert list(StatusChange.objects.values_list("from_status", "to_status")) == [("UNKNOWN", "IN-PROGRESS")]
+    assert list(StatusChange.objects.values_list("from_status", "to_status")) == [("NEW", "IN-PROGRESS")]
     assert (run.outcome, run.ids_asked, run.ids_answered, run.changed, run.api_calls) == ("ok", 1, 1, 1, 1)
 
 
@@ -62,7 +62,7 @@ def test_transitions_are_recorded_exactly_once(simulator, protecto_settings):
 
     steps = list(StatusChange.objects.values_list("from_status", "to_status", "observed_at"))
     assert steps == [
-        ("UNKNOWN", "PENDING", T0),
+        ("NEW", "PENDING", T0),
         ("PENDING", "IN-PROGRESS", T0 + timedelta(seconds=60)),
         ("IN-PROGRESS", "SUCCESS", T0 + timedelta(seconds=120)),
     ]
@@ -169,7 +169,7 @@ def test_one_failed_batch_does_not_stop_the_others(simulator, protecto_settings)
     assert run.outcome == RefreshRun.Outcome.PARTIAL
     assert (run.ids_asked, run.ids_answered, run.errors, run.api_calls) == (20, 10, 1, 3)
     assert Scan.objects.filter(status="IN-PROGRESS").count() == 10
-    assert Scan.objects.filter(status="UNKNOWN", check_failures=1).count() == 10
+    assert Scan.objects.filter(status="NEW", check_failures=1).count() == 10
 
 
 def test_a_down_api_stops_the_cycle_after_three_failed_batches(simulator, protecto_settings):
@@ -193,7 +193,7 @@ def test_an_id_the_answer_leaves_out_stays_as_it_was(simulator, protecto_setting
     refresh(T0)
 
     scan = Scan.objects.get(tracking_id="vanished")
-    assert scan.status == Scan.Status.UNKNOWN
+    assert scan.status == Scan.Status.NEW
     assert scan.poll.last_checked_at is None
     assert "Not reported" in scan.last_check_error
     assert scan.poll.next_check_at == T0 + timedelta(seconds=30)
@@ -240,7 +240,7 @@ def test_a_refused_token_is_recorded_and_changes_nothing(simulator, protecto_set
     assert run.api_calls == 1  # no retries, and no second batch: it would be refused the same way
     assert "refused" in run.error_text.lower()
     assert "wrong-token-abcdef" not in run.error_text
-    assert not Scan.objects.exclude(status="UNKNOWN").exists()
+    assert not Scan.objects.exclude(status="NEW").exists()
 
 
 def test_an_unreachable_api_is_recorded_as_failed(protecto_settings):

@@ -116,13 +116,13 @@ def test_an_id_never_reported_for_the_configured_hours_becomes_not_found(simulat
     answer(simulator, "scan-a")
 
     refresh(at(24 * 60 - 2))
-    assert scan().status == Scan.Status.UNKNOWN
+    assert scan().status == Scan.Status.NEW
 
     refresh(at(24 * 60))
 
     found = scan()
     assert found.status == Scan.Status.NOT_FOUND
-    assert steps() == [("UNKNOWN", "NOT-FOUND")]
+    assert steps() == [("NEW", "NOT-FOUND")]
     assert "has not reported this ID since it was tracked" in found.last_check_error
     assert found.poll.next_check_at == at(24 * 60) + timedelta(seconds=30)
 
@@ -144,7 +144,7 @@ def test_an_id_counts_from_its_last_report_and_keeps_what_it_knew_until_then(sim
     assert found.started_at == at(-5)
     assert found.poll.last_reported_at == T0
     assert "since 2026-11-28 09:00 UTC" in found.last_check_error
-    assert steps() == [("UNKNOWN", "IN-PROGRESS"), ("IN-PROGRESS", "NOT-FOUND")]
+    assert steps() == [("NEW", "IN-PROGRESS"), ("IN-PROGRESS", "NOT-FOUND")]
 
 
 def test_a_not_found_id_is_polled_with_doubling_backoff_up_to_an_hour(simulator, protecto_settings):
@@ -165,7 +165,7 @@ def test_a_not_found_id_is_polled_with_doubling_backoff_up_to_an_hour(simulator,
         assert refresh(when).ids_asked == 1
 
     assert gaps == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
-    assert steps() == [("UNKNOWN", "NOT-FOUND")]  # polled on, never re-entered
+    assert steps() == [("NEW", "NOT-FOUND")]  # polled on, never re-entered
 
 
 def test_a_not_found_id_reported_again_takes_the_reported_status(simulator, protecto_settings):
@@ -182,7 +182,7 @@ def test_a_not_found_id_reported_again_takes_the_reported_status(simulator, prot
     assert back.status == Scan.Status.IN_PROGRESS
     assert (back.last_check_error, back.check_failures, back.poll.last_reported_at) == ("", 0, at(61.5))
     assert back.poll.next_check_at == at(61.5) + timedelta(seconds=30)
-    assert steps() == [("UNKNOWN", "NOT-FOUND"), ("NOT-FOUND", "IN-PROGRESS")]
+    assert steps() == [("NEW", "NOT-FOUND"), ("NOT-FOUND", "IN-PROGRESS")]
 
 
 def test_a_not_found_id_reported_without_a_status_is_no_longer_not_found(simulator, protecto_settings):
@@ -195,7 +195,7 @@ def test_a_not_found_id_reported_without_a_status_is_no_longer_not_found(simulat
     refresh(at(60.5))
 
     assert (scan().status, scan().submitted_at) == ("UNKNOWN", at(50))
-    assert steps() == [("UNKNOWN", "NOT-FOUND"), ("NOT-FOUND", "UNKNOWN")]
+    assert steps() == [("NEW", "NOT-FOUND"), ("NOT-FOUND", "UNKNOWN")]
 
 
 # --- a forward-only lifecycle ---------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_a_stale_pending_after_in_progress_is_not_applied_and_is_recorded(simula
     assert "ignored PENDING after IN-PROGRESS" in kept.answer_warning
     assert kept.answer_warning.startswith("2026-11-28 09:00 UTC:")
     assert (kept.poll.last_checked_at, kept.poll.last_reported_at) == (at(0.5), at(0.5))
-    assert steps() == [("UNKNOWN", "IN-PROGRESS")]
+    assert steps() == [("NEW", "IN-PROGRESS")]
 
 
 def test_a_genuine_resubmission_moves_the_scan_back_and_says_so(simulator, protecto_settings):
@@ -229,7 +229,7 @@ def test_a_genuine_resubmission_moves_the_scan_back_and_says_so(simulator, prote
     again = scan()
     assert (again.status, again.submitted_at, again.started_at) == ("PENDING", at(0.2), None)
     assert "resubmitted at 2026-11-28 09:00:12 UTC: applied PENDING after IN-PROGRESS" in again.answer_warning
-    assert steps() == [("UNKNOWN", "IN-PROGRESS"), ("IN-PROGRESS", "PENDING")]
+    assert steps() == [("NEW", "IN-PROGRESS"), ("IN-PROGRESS", "PENDING")]
 
 
 def test_an_unrecognised_status_never_overwrites_a_known_one(simulator, protecto_settings):
@@ -267,7 +267,7 @@ def test_a_stray_failed_beside_a_newer_in_progress_does_not_finalise_the_scan(
     assert kept.poll.next_check_at == at(1)  # still polled
     assert "ID listed 2 times" in kept.answer_warning
     assert "kept IN-PROGRESS" in kept.answer_warning
-    assert steps() == [("UNKNOWN", "IN-PROGRESS")]
+    assert steps() == [("NEW", "IN-PROGRESS")]
 
 
 @pytest.mark.parametrize("success_first", [True, False])
@@ -291,7 +291,7 @@ def test_duplicates_without_timestamps_keep_the_most_advanced(simulator, protect
     refresh()
 
     assert scan().status == Scan.Status.IN_PROGRESS
-    assert steps() == [("UNKNOWN", "IN-PROGRESS")]
+    assert steps() == [("NEW", "IN-PROGRESS")]
 
 
 def test_identical_duplicates_are_no_conflict(simulator, protecto_settings):
@@ -470,7 +470,7 @@ def test_a_row_the_database_refuses_costs_that_scan_alone(simulator, protecto_se
         "UNKNOWN-TO-US",
     )
     refused = scan("scan-b")
-    assert (refused.status, refused.object_path, refused.poll.claim_token) == ("UNKNOWN", "", "")
+    assert (refused.status, refused.object_path, refused.poll.claim_token) == ("NEW", "", "")
     assert refused.last_check_error.startswith("Could not save Protecto's answer:")
     assert "row refused" in refused.last_check_error
     assert (refused.check_failures, refused.poll.next_check_at) == (1, at(0.5))
@@ -579,6 +579,6 @@ def test_queries_per_judged_batch_do_not_grow_with_the_batch_size(
         "same": {"IN-PROGRESS"},
         "back": {"IN-PROGRESS"},
         "gone": {"NOT-FOUND"},
-        "young": {"UNKNOWN"},
+        "young": {"NEW"},
     }
     assert Scan.objects.exclude(answer_warning="").count() == size // 4

@@ -323,6 +323,7 @@ def test_a_second_run_finds_nothing_left_to_do(settings):
         "status_changes": 0,
         "alerts": 0,
         "refresh_runs": 0,
+        "audit_entries": 0,
         "unfinished": [],
     }
 

@@ -69,7 +69,7 @@ def test_the_page_shows_every_field_of_the_scan(viewer_client, failed_scan):
         "2026-03-02 09:00:05 UTC",  # tracked since
         "2026-03-02 09:11:00",  # last checked
         "2026-03-02 09:10:40",  # last change
-        "<dt>Next check</dt><dd>none</dd>",
+        '<dt>Next check</dt><dd><span class="muted">none</span></dd>',
         "Protecto answered HTTP 503 (3 in a row)",
         "Final: no longer polled.",
     ):
@@ -121,9 +121,9 @@ def test_the_timeline_lists_each_status_seen_with_the_time_spent_in_it(viewer_cl
     steps = [" ".join(item.get_text().split()) for item in items]
 
     assert len(steps) == 3
-    assert "Pending" in steps[0] and "2026-03-02 09:00:05 UTC" in steps[0] and "for 2m 55s" in steps[0]
-    assert "In progress" in steps[1] and "2026-03-02 09:03:00 UTC" in steps[1] and "for 7m 40s" in steps[1]
-    assert "Failed" in steps[2] and "2026-03-02 09:10:40 UTC" in steps[2] and "final" in steps[2]
+    assert "Pending" in steps[0] and "2026-03-02 09:00:05" in steps[0] and "for 2m 55s" in steps[0]
+    assert "In progress" in steps[1] and "2026-03-02 09:03:00" in steps[1] and "for 7m 40s" in steps[1]
+    assert "Failed" in steps[2] and "2026-03-02 09:10:40" in steps[2] and "final" in steps[2]
     assert ["step-current" in item["class"] for item in items] == [False, False, True]
 
 

@@ -232,7 +232,10 @@ def test_cycles_that_run_but_fail_are_the_api_alerts_business_not_a_stale_poller
         scans_refresh_due()
         alerts_run()
 
-    assert subjects(inbox) == ["[Protecto API DOWN] 3 refresh cycles failed in a row"]
+    # The subject carries the error's first line, cut to keep the subject within 100 characters.
+    assert subjects(inbox) == [
+        "[Protecto API DOWN] 3 refresh cycles failed in a row — Protecto answered HTTP 500: Internal server…"
+    ]
 
 
 def test_a_snoozed_stale_alert_has_no_resumed_notice(inbox, simulator, at):

@@ -168,12 +168,12 @@ def test_track_with_a_missing_file_says_so_without_a_traceback(tmp_path):
         call_command("track", "--file", str(tmp_path / "missing.txt"))
 
 
-def test_new_scans_start_unknown_and_due_at_once():
+def test_new_scans_start_not_checked_yet_and_due_at_once():
     result = scans_track(ids=[UUID_ID])
 
     scan = Scan.objects.get(tracking_id=UUID_ID)
     assert result.added == [UUID_ID]
-    assert scan.status == Scan.Status.UNKNOWN
+    assert scan.status == Scan.Status.NEW
     assert scan.poll.next_check_at is not None and scan.poll.next_check_at <= scan.created_at
 
 

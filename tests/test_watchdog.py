@@ -67,7 +67,7 @@ def test_the_watchdog_also_sends_alerts_the_celery_sender_left_waiting(mail):
 
     call_command("watchdog", "--once", stdout=io.StringIO())
 
-    assert subjects(mail) == ["[Scan FAILED] failed-scan"]
+    assert subjects(mail) == ["[FAILED] failed-scan"]
 
 
 @pytest.mark.django_db(transaction=True)

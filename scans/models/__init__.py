@@ -17,14 +17,17 @@ from scans.models.scan import (
     tracking_id_problem,
     validate_tracking_id,
 )
+from scans.models.triage import Acknowledgement, AuditEntry, acknowledgement_holds
 
 __all__ = [
     "TRACKING_ID_ALPHABET",
     "TRACKING_ID_MAX_LENGTH",
+    "Acknowledgement",
     "Alert",
     "AlertMute",
     "AlertSnooze",
     "AlertSubscription",
+    "AuditEntry",
     "RefreshRun",
     "RefreshRunQuerySet",
     "Scan",
@@ -33,6 +36,7 @@ __all__ = [
     "ScanQuerySet",
     "ScanStatusTally",
     "StatusChange",
+    "acknowledgement_holds",
     "due_cutoff",
     "stuck_condition",
     "stuck_limits",

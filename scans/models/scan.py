@@ -114,6 +114,9 @@ class Scan(models.Model):
     """One Protecto data scan, known by the tracking ID the Data Scan Async API returned."""
 
     class Status(models.TextChoices):
+        # Tracked, and no answer has named it yet: not the same as UNKNOWN, which is a status the API sent that we
+        # do not recognise. The first answer that lists the ID moves it on (scans/judgement.py).
+        NEW = "NEW", "Not checked yet"
         PENDING = "PENDING", "Pending"
         IN_PROGRESS = "IN-PROGRESS", "In progress"
         SUCCESS = "SUCCESS", "Succeeded"
@@ -123,7 +126,7 @@ class Scan(models.Model):
         NOT_FOUND = "NOT-FOUND", "Not found"
 
     TERMINAL = (Status.SUCCESS, Status.FAILED)
-    ACTIVE = (Status.PENDING, Status.IN_PROGRESS, Status.UNKNOWN, Status.NOT_FOUND)
+    ACTIVE = (Status.NEW, Status.PENDING, Status.IN_PROGRESS, Status.UNKNOWN, Status.NOT_FOUND)
     # What Protecto's answers set; a refresh writes these and nothing else of the scan's own data.
     ANSWER_FIELDS = (
         "status",
@@ -142,7 +145,7 @@ class Scan(models.Model):
         unique=True,
         validators=[validate_tracking_id],
     )
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
     raw_status = models.CharField(
         max_length=64, blank=True, help_text="The status text exactly as the API sent it."
     )

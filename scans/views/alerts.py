@@ -125,7 +125,7 @@ def alert_mute_create(request: HttpRequest) -> HttpResponse:
 @require_POST
 def alert_mute_delete(request: HttpRequest, mute_id: int) -> HttpResponse:
     """Remove a mute: alerts about that scan or label are sent again."""
-    if alerts.alerts_unmute(mute_id=mute_id):
+    if alerts.alerts_unmute(mute_id=mute_id, user=request.user):
         return _saved(request, "Mute removed.")
     return _saved(request, "That mute had already been removed.", info=True)
 
@@ -154,7 +154,7 @@ def alert_snooze_start(request: HttpRequest) -> HttpResponse:
 def alert_snooze_end(request: HttpRequest, snooze_id: int) -> HttpResponse:
     """End a snooze now ("End now" on every page's banner), or cancel a window that has not begun."""
     now = timezone.now()
-    snooze = alerts.alerts_end_snooze(snooze_id=snooze_id, now=now)
+    snooze = alerts.alerts_end_snooze(snooze_id=snooze_id, now=now, user=request.user)
     if snooze is None:
         messages.info(request, "That snooze had already ended.")
     elif snooze.starts_at > now:

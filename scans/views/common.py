@@ -1,11 +1,40 @@
 """What every view module shares: the permission decorators and the safe "back to where you were" redirect."""
 
-from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest
+from collections.abc import Callable
+from functools import wraps
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 
-view_required = permission_required("scans.view_scan", raise_exception=True)
-operate_required = permission_required("scans.operate_scans", raise_exception=True)
+# Both roles (Viewers, Operators: migration 0002_roles) hold it; an account without it has no role at all.
+ROLE_PERMISSION = "scans.view_scan"
+
+
+def role_required(permission: str) -> Callable:
+    """Let through users holding `permission`; refuse others with a 403.
+
+    An account in neither role gets the no-access page (what to ask for, and Log out) on every URL, instead of
+    the "not allowed" page, whose way back would only lead to another refusal. Put it under @login_required.
+    """
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.user.has_perm(permission):
+                return view(request, *args, **kwargs)
+            if not request.user.has_perm(ROLE_PERMISSION):
+                return render(request, "no_access.html", status=403)
+            raise PermissionDenied
+
+        return checked
+
+    return decorator
+
+
+view_required = role_required("scans.view_scan")
+operate_required = role_required("scans.operate_scans")
 
 
 def back_to(request: HttpRequest, default: str) -> str:

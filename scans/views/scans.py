@@ -7,11 +7,13 @@ browser's cache never hands the fragment to the Back button.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,11 +21,12 @@ from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
-from scans import alerts, header_stats, selectors, services
+from scans import alerts, audit, header_stats, problems, selectors, services
 from scans.forms import (
     AddScansConfirmForm,
     AddScansEditForm,
     AddScansForm,
+    ArchiveUndoForm,
     BulkLabelForm,
     LabelForm,
     ScanFilterForm,
@@ -31,6 +34,7 @@ from scans.forms import (
 )
 from scans.id_input import IdInput
 from scans.models import Scan
+from scans.selection import BULK_MAX
 from scans.views.common import back_to, operate_required, view_required
 
 # An ID this long is a pasted full tracking ID rather than a fragment to search for.
@@ -47,6 +51,8 @@ def scan_list(request: HttpRequest) -> HttpResponse:
     polled = request.GET.get("v")
     if polled and request.htmx and polled == selectors.scans_version():
         return HttpResponse(status=204)  # nothing changed: htmx keeps the table as it is
+    if not request.htmx and _has_empty_parameter(request.GET):
+        return redirect(_url_with(request.path, _link_query(request.GET)))  # a shared link, cleaned once
     form = ScanFilterForm(request.GET)
     form.is_valid()  # a bad value is reported on the page and ignored; the list is shown either way
     filters = form.filters()
@@ -59,8 +65,10 @@ def scan_list(request: HttpRequest) -> HttpResponse:
         return render(request, "scans/list.html#scan-table", context)
     context |= {
         "sources": selectors.data_sources(),
+        "archive_undo": request.session.pop(ARCHIVE_UNDO, None),  # once, right after a bulk archive
         "per_page_choices": selectors.PER_PAGE_CHOICES,
         "sort_choices": selectors.SORT_CHOICES,
+        "time_presets": selectors.TIME_RANGE_CHOICES,
     }
     return render(request, "scans/list.html", context)
 
@@ -68,9 +76,7 @@ def scan_list(request: HttpRequest) -> HttpResponse:
 def _list_context(request: HttpRequest, form: ScanFilterForm) -> dict:
     now = timezone.now()
     filters = form.filters()
-    query = request.GET.copy()
-    for name in _TRANSIENT:
-        query.pop(name, None)
+    query = _link_query(request.GET)
     listing = selectors.scan_list_for_dashboard(filters=filters, now=now)
     return {
         "filters": filters,
@@ -80,7 +86,30 @@ def _list_context(request: HttpRequest, form: ScanFilterForm) -> dict:
         "chips": selectors.CHIPS,
         "query": query,
         "now": now,
+        # "Select all N matching": N as the list counts it (past MAX_LISTED too), and the bulk actions' cap.
+        "matching_total": listing.beyond_cap or listing.page.paginator.count,
+        "bulk_max": BULK_MAX,
     }
+
+
+def _has_empty_parameter(params: QueryDict) -> bool:
+    return any(not value.strip() for _, values in params.lists() for value in values)
+
+
+def _link_query(params: QueryDict) -> QueryDict:
+    """The list's query string as its links carry it: without the poll token and without empty parameters."""
+    query = params.copy()
+    for name, values in params.lists():
+        kept = [value for value in values if value.strip()]
+        if name in _TRANSIENT or not kept:
+            del query[name]
+        else:
+            query.setlist(name, kept)
+    return query
+
+
+def _url_with(path: str, query: QueryDict) -> str:
+    return f"{path}?{query.urlencode()}" if query else path
 
 
 @login_required
@@ -124,6 +153,9 @@ def scan_detail(request: HttpRequest, tracking_id: str) -> HttpResponse:
         "now": now,
         "alerts": selectors.alerts_for_scan(scan=scan),
         "muted": selectors.scan_is_muted(scan=scan),
+        "audit_entries": audit.audit_entries_for_scan(scan=scan),
+        "acknowledgement": (acknowledgement := problems.scan_acknowledgement(scan=scan)),
+        "ack_holds": bool(acknowledgement and acknowledgement.holds_for(scan)),
     }
     template = "scans/detail.html#scan-live" if request.htmx and not request.htmx.boosted else "scans/detail.html"
     return render(request, template, context)
@@ -144,7 +176,7 @@ def _back_to_scan(request: HttpRequest, scan: Scan) -> HttpResponse:
 def _act(request: HttpRequest, tracking_id: str, service: Callable[..., int], done: str, nothing: str):
     """Run an operator service on one scan, say what it changed, and go back where the operator was."""
     scan = _get_scan_or_404(tracking_id)
-    _done(request, service(scan_ids=[scan.pk]), done, nothing)
+    _done(request, service(scan_ids=[scan.pk], user=request.user), done, nothing)
     return _back_to_scan(request, scan)
 
 
@@ -164,8 +196,8 @@ QUEUE_UNREACHABLE = "Queued for the next refresh cycle (the task queue is unreac
 def _refresh_now_for(request: HttpRequest) -> Callable[..., int]:
     """scans_refresh_now as an `_act`/`_bulk` service that also tells the operator when the broker is down."""
 
-    def refresh(*, scan_ids: list[int]) -> int:
-        requested = services.scans_refresh_now(scan_ids=scan_ids)
+    def refresh(*, scan_ids: list[int], user) -> int:
+        requested = services.scans_refresh_now(scan_ids=scan_ids, user=user)
         if requested.queue.unreachable:
             messages.warning(request, QUEUE_UNREACHABLE)
         return requested.count
@@ -181,7 +213,7 @@ def scan_label(request: HttpRequest, tracking_id: str) -> HttpResponse:
     scan = _get_scan_or_404(tracking_id)
     form = LabelForm(request.POST)
     if form.is_valid():
-        services.scans_set_label(scan_ids=[scan.pk], label=form.cleaned_data["label"])
+        services.scans_set_label(scan_ids=[scan.pk], label=form.cleaned_data["label"], user=request.user)
         messages.success(request, "Label saved.")
     else:
         messages.error(request, "A label is at most 200 characters.")
@@ -223,25 +255,33 @@ def scan_mute(request: HttpRequest, tracking_id: str) -> HttpResponse:
 def scan_unmute(request: HttpRequest, tracking_id: str) -> HttpResponse:
     """Alerts about this scan again."""
     scan = _get_scan_or_404(tracking_id)
-    alerts.alerts_unmute(scan=scan)
+    alerts.alerts_unmute(scan=scan, user=request.user)
     messages.success(request, "Alerts about this scan are back on.")
     return _back_to_scan(request, scan)
 
 
+NOTHING_CHANGED = "None of the selected scans changed."
+# The session key of the last bulk archive's Undo, shown once on the list the operator goes back to.
+ARCHIVE_UNDO = "scans_archive_undo"
+
+
 def _bulk(
     request: HttpRequest,
-    form_class: type[ScanSelectionForm],
+    form_class: type[forms.Form],
     action: Callable[..., int],
     done: str,
     *,
     fields: tuple[str, ...] = (),
+    nothing: str = NOTHING_CHANGED,
 ) -> HttpResponse:
-    """Apply a service to the rows selected in the list (plus the form's `fields`) and go back to the list."""
+    """Apply a service to the form's selection (ticked rows, or every scan matching the list's filters; plus the
+    form's `fields`) and go back to the list. `done` "" leaves saying so to the action (archive's Undo)."""
     form = form_class(request.POST)
     if form.is_valid():
         extra = {name: form.cleaned_data[name] for name in fields}
-        count = action(scan_ids=[scan.pk for scan in form.cleaned_data["ids"]], **extra)
-        _done(request, count, done, "None of the selected scans changed.")
+        count = action(scan_ids=form.cleaned_data["selection"].scan_ids, user=request.user, **extra)
+        if done or not count:
+            _done(request, count, done, nothing)
     else:
         messages.error(request, " ".join(message for errors in form.errors.values() for message in errors))
     return redirect(back_to(request, reverse("scans:list")))
@@ -259,10 +299,27 @@ def scans_bulk_refresh(request: HttpRequest) -> HttpResponse:
 @operate_required
 @require_POST
 def scans_bulk_archive(request: HttpRequest) -> HttpResponse:
-    """Archive the selected scans."""
-    return _bulk(
-        request, ScanSelectionForm, services.scans_archive, "Archived {n} scan(s): they are no longer polled."
-    )
+    """Archive the selected scans; the list then says how many, with an Undo button (scans_bulk_archive_undo)."""
+    now = timezone.now()
+
+    def archive(*, scan_ids, user) -> int:
+        count = services.scans_archive(scan_ids=scan_ids, now=now, user=user)
+        if count:
+            # Every scan this archived carries `now` to the microsecond: Undo restores those, and only those.
+            request.session[ARCHIVE_UNDO] = {"archived_at": now.isoformat(), "count": count}
+        return count
+
+    return _bulk(request, ScanSelectionForm, archive, "")
+
+
+@login_required
+@operate_required
+@require_POST
+def scans_bulk_archive_undo(request: HttpRequest) -> HttpResponse:
+    """Undo a bulk archive: track again exactly the scans it archived (any re-archived since are left alone)."""
+    done = "Undone: {n} scan(s) are tracked again."
+    nothing = "Nothing to undo: those scans are no longer archived by that action."
+    return _bulk(request, ArchiveUndoForm, services.scans_restore, done, nothing=nothing)
 
 
 @login_required
@@ -277,8 +334,17 @@ def scans_bulk_restore(request: HttpRequest) -> HttpResponse:
 @operate_required
 @require_POST
 def scans_bulk_label(request: HttpRequest) -> HttpResponse:
-    """Give the selected scans one label."""
+    """Give the selected scans one label (never empty: clearing is scans_bulk_clear_label)."""
     return _bulk(request, BulkLabelForm, services.scans_set_label, "Label set on {n} scan(s).", fields=("label",))
+
+
+@login_required
+@operate_required
+@require_POST
+def scans_bulk_clear_label(request: HttpRequest) -> HttpResponse:
+    """Remove the label of the selected scans."""
+    clear = functools.partial(services.scans_set_label, label="")
+    return _bulk(request, ScanSelectionForm, clear, "Label cleared on {n} scan(s).")
 
 
 @login_required
@@ -320,7 +386,7 @@ def scan_add_edit(request: HttpRequest) -> HttpResponse:
 
 def _add_and_show(request: HttpRequest, *, parsed: IdInput, label: str) -> HttpResponse:
     """Track the accepted IDs, have them refreshed at once, and answer every entry; rejects stay in the box."""
-    results = services.scans_track_entries(entries=parsed.entries, label=label)
+    results = services.scans_track_entries(entries=parsed.entries, label=label, user=request.user)
     queue = services.scans_request_refresh() if results.added else None
     context = {"form": AddScansForm(initial={"ids": parsed.leftover()}), "parsed": parsed, "results": results}
     return render(request, "scans/add.html", context | {"queue": queue})

@@ -28,23 +28,28 @@
     return future ? "in " + text : text + " ago";
   }
 
-  var exactFormat = new Intl.DateTimeFormat(undefined, {
-    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
-    timeZoneName: "short",
-  });
+  // The page format of every time (the {% moment %} tag's): 24-hour, ISO-like date, never the locale's own
+  // (which may be 12-hour); here on the browser's clock, the same zone the server uses once the tz cookie is set.
+  function pad(n) { return String(n).padStart(2, "0"); }
+  function formatLocal(date, seconds) {
+    var text = date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) + " " +
+      pad(date.getHours()) + ":" + pad(date.getMinutes());
+    return seconds ? text + ":" + pad(date.getSeconds()) : text;
+  }
+  function formatUtc(date) { return date.toISOString().slice(0, 19).replace("T", " ") + " UTC"; }
 
   function refreshTimes(root) {
     (root || document).querySelectorAll("time[data-relative]").forEach(function (el) {
       var date = new Date(el.getAttribute("datetime"));
       if (isNaN(date)) return;
       el.textContent = formatRelative(date);
-      if (!el.title) el.title = exactFormat.format(date);
+      if (!el.title) el.title = formatLocal(date, true) + "; " + formatUtc(date);
     });
     (root || document).querySelectorAll("time[data-exact]").forEach(function (el) {
       var date = new Date(el.getAttribute("datetime"));
       if (isNaN(date) || el.dataset.done) return;
-      el.textContent = exactFormat.format(date);
-      el.title = date.toISOString();
+      el.textContent = formatLocal(date, el.dataset.exact === "seconds");
+      if (!el.title) el.title = formatUtc(date);
       el.dataset.done = "1";
     });
     // A running duration ticks only while the data is live: with polls failing, the scan may have finished.
@@ -119,20 +124,6 @@
     }
   }
 
-  // Keep the filter form in step with the URL after a chip, a sort link, a page link or the back button.
-  function syncFiltersFromUrl() {
-    var form = document.getElementById("filters");
-    if (!form) return;
-    var params = new URLSearchParams(window.location.search);
-    ["status", "q", "source", "from", "to", "per"].forEach(function (name) {
-      var field = form.elements[name];
-      if (field && document.activeElement !== field) field.value = params.get(name) || "";
-    });
-    if (form.elements.sort) form.elements.sort.value = params.get("sort") || "-submitted";
-    if (form.elements.per && !form.elements.per.value) form.elements.per.value = "50";
-    if (form.elements.archived) form.elements.archived.checked = params.get("archived") === "1";
-  }
-
   document.addEventListener("click", function (event) {
     var copy = event.target.closest("button.copy");
     if (copy) {
@@ -194,14 +185,81 @@
     refreshTimes(event.target);
     updateBulkBar();
   });
-  document.addEventListener("htmx:pushedIntoHistory", syncFiltersFromUrl);
-  document.addEventListener("htmx:historyRestore", function () {
-    syncFiltersFromUrl();
-    refreshTimes();
-  });
+  // The list's form follows the URL through static/scans/list.js.
+  document.addEventListener("htmx:historyRestore", function () { refreshTimes(); });
   document.addEventListener("DOMContentLoaded", function () {
     refreshTimes();
     updateBulkBar();
     setInterval(refreshTimes, 1000);
   });
+})();
+
+// --- Bulk actions on every scan matching the filters ("Select all N matching"). Once every row of the page is
+// ticked, the table's strip offers the whole filtered set; choosing it enables the strip's two hidden inputs
+// (scope=matching and the list's query string), which the bulk form then posts. The state lives in the DOM (those
+// inputs), so a table swap, which brings a fresh strip, can never leave a stale "all matching" behind. The server
+// reads the filters again and counts for itself.
+(function () {
+  "use strict";
+
+  function strip() {
+    return document.querySelector("[data-select-matching]");
+  }
+
+  function matchingChosen(el) {
+    var input = el && el.querySelector("[data-matching-input]");
+    return Boolean(input && !input.disabled);
+  }
+
+  function choose(el, chosen) {
+    el.querySelectorAll("[data-matching-input]").forEach(function (input) { input.disabled = !chosen; });
+    el.querySelector("[data-matching-offer]").hidden = chosen;
+    el.querySelector("[data-matching-chosen]").hidden = !chosen;
+  }
+
+  function updateMatching() {
+    var rows = document.querySelectorAll("input.row-select");
+    var ticked = document.querySelectorAll("input.row-select:checked").length;
+    var wholePage = rows.length > 0 && ticked === rows.length;
+    var selectPage = document.querySelector("[data-select-page]");
+    if (selectPage) selectPage.hidden = wholePage;
+    var el = strip();
+    if (!el) return;
+    if (!wholePage && matchingChosen(el)) choose(el, false);
+    el.hidden = !wholePage;
+    var counter = document.querySelector("#bulk-form [data-selected-count]");
+    if (counter && matchingChosen(el)) counter.textContent = "All " + el.getAttribute("data-matching-total") + " matching";
+  }
+
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("[data-select-all], input.row-select")) updateMatching();
+  });
+  document.addEventListener("click", function (event) {
+    if (event.target.closest("[data-select-page]")) {
+      var all = document.querySelector("[data-select-all]");
+      document.querySelectorAll("input.row-select").forEach(function (box) { box.checked = true; });
+      if (all) all.checked = true; // its change handler copies its state to every row
+      // The bar and the strip follow through the same change event a tick sends.
+      (all || document.querySelector("input.row-select")).dispatchEvent(new Event("change", { bubbles: true }));
+      return;
+    }
+    var el = strip();
+    if (!el) return;
+    if (event.target.closest("[data-select-matching-all]")) {
+      choose(el, true);
+      updateMatching();
+    } else if (event.target.closest("[data-clear-selection]")) {
+      choose(el, false); // the rows were unticked by the handler above
+      updateMatching();
+    }
+  });
+  // The form's `next` was the list's URL when the page loaded; filters changed since (htmx pushes them into the
+  // URL), and the operator should come back to the list as it is now.
+  document.addEventListener("submit", function (event) {
+    if (event.target.id !== "bulk-form") return;
+    var next = event.target.querySelector('input[name="next"]');
+    if (next) next.value = window.location.pathname + window.location.search;
+  });
+  document.addEventListener("htmx:afterSettle", updateMatching);
+  document.addEventListener("DOMContentLoaded", updateMatching);
 })();

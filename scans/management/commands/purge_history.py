@@ -43,5 +43,6 @@ class Command(BaseCommand):
         self.stdout.write(f"  status changes {result.status_changes}")
         self.stdout.write(f"  alerts         {result.alerts}")
         self.stdout.write(f"  refresh runs   {result.refresh_runs}")
+        self.stdout.write(f"  audit entries  {result.audit_entries}")
         if result.unfinished:
             self.stdout.write(f"more left in {', '.join(result.unfinished)}: the next run continues")

@@ -33,8 +33,9 @@ class Command(BaseCommand):
         if not parsed.size:
             raise CommandError("Give at least one tracking ID, or --file PATH (or --file - for standard input).")
 
-        result = scans_track_entries(entries=parsed.entries, label=options["label"])
-        # The same immediate refresh the Add page asks for: new scans never sit at "Unknown" for a whole cycle.
+        # Recorded in the audit log as done by the command: no account runs it.
+        result = scans_track_entries(entries=parsed.entries, label=options["label"], user="manage.py")
+        # The same immediate refresh the Add page asks for: new scans never wait a whole cycle "Not checked yet".
         queue = scans_request_refresh() if result.added else None
         self._report(parsed, result, queue)
         if parsed.rejected:
