@@ -38,7 +38,9 @@ def _accepts(port: int) -> bool:
 
 def _processes() -> dict[int, tuple[int, str, str]]:
     """pid -> (parent pid, state, command line) of every process on the machine."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,stat=,args="], capture_output=True, text=True).stdout
+    # -ww: without a terminal ps cuts each line at 80 columns, and a longer checkout path then cut "worker" off.
+    command = ["ps", "-ww", "-e", "-o", "pid=,ppid=,stat=,args="]
+    out = subprocess.run(command, capture_output=True, text=True).stdout
     table = {}
     for line in out.splitlines():
         pid, ppid, stat, *args = line.split(None, 3)
@@ -147,15 +149,8 @@ def _start_until_ready(
     runner, log = _start_runner(tmp_path, web_port, simulator_port, *options, **env)
     # Ready is when the login box is out: it comes last, once the web server answers.
     _wait_until(lambda: len(_box(log)) > 0, runner, log, START_SECONDS)
-    _wait_until(lambda: len(_children_with_roles(runner.pid)) >= 5, runner, log, 10)
+    _wait_until(lambda: len(_descendants(runner.pid)) >= 5, runner, log, 10)
     return runner, log, web_port, simulator_port, _descendants(runner.pid)
-
-
-def _children_with_roles(pid: int) -> set[str]:
-    """The roles of `pid`'s children that have exec'd (a child caught between fork and exec still shows the
-    runner's own command line)."""
-    table = _processes()
-    return {_role(args) for ppid, _, args in table.values() if ppid == pid} - {"other"}
 
 
 def _role(command: str) -> str:
